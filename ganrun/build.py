@@ -1,0 +1,290 @@
+"""Turns a composed config into objects. The only caller of hydra.utils.instantiate.
+
+``validate(cfg)`` checks everything that can be checked without building
+(unknown keys and wrong types against each ``_target_``'s signature, whether
+the model can serve the dataset) so bad input fails before a run starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ganrun.data.base import DataSource
+from ganrun.errors import ConfigError, GanrunError
+from ganrun.objective import Objective
+from ganrun.optim import OptimizerRecipe
+
+# Constructor arguments that ganrun supplies (from the dataset), never the YAML.
+INJECTED = {"data_shape", "num_classes"}
+# Top-level nodes whose _target_ sub-nodes are checked against signatures.
+TARGET_ROOTS = ("model", "loss", "optimizer", "dataset", "regularizer")
+
+
+# --------------------------------------------------------------------------- validation
+def _type_ok(value: Any, hint: Any) -> bool:
+    if hint is inspect.Parameter.empty or hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple, ListConfig)):
+            return False
+        args = typing.get_args(hint)
+        return (
+            not args or all(_type_ok(v, args[0]) for v in value)
+            if origin is list or hint is list
+            else True
+        )
+    if origin is dict or hint is dict:
+        return isinstance(value, (dict, DictConfig))
+    return True  # unknown annotation: let the constructor judge
+
+
+def _type_name(hint: Any) -> str:
+    s = getattr(hint, "__name__", None) if typing.get_origin(hint) is None else None
+    return s or str(hint).replace("typing.", "")
+
+
+def _check_target_node(path: str, node: DictConfig) -> None:
+    target = node.get("_target_")
+    try:
+        cls = get_class(target) if isinstance(target, str) else None
+    except Exception:
+        cls = None
+    if cls is None:
+        raise ConfigError(f"{path}._target_={target!r} is not an importable class")
+    sig = inspect.signature(cls.__init__)
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:
+        hints = {}
+    params = {
+        n: p
+        for n, p in sig.parameters.items()
+        if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+    accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    settable = sorted(n for n in params if n not in INJECTED)
+    for key in node.keys():
+        key = str(key)
+        if key.startswith("_"):
+            continue
+        if key in INJECTED:
+            raise ConfigError(
+                f"{path}.{key} is set by ganrun from the dataset; remove it from the config"
+            )
+        if key not in params:
+            if accepts_kwargs:
+                continue
+            raise ConfigError(
+                f"{path}.{key} is not a parameter of {cls.__name__}; valid: {', '.join(settable)}"
+            )
+        value = node[key]
+        if isinstance(value, DictConfig) and "_target_" in value:
+            continue  # a nested object, checked on its own
+        if not _type_ok(value, hints.get(key, inspect.Parameter.empty)):
+            raise ConfigError(
+                f"{path}.{key}={value!r} has the wrong type: {cls.__name__} expects {_type_name(hints[key])}"
+            )
+    for name, p in params.items():
+        if name not in INJECTED and p.default is inspect.Parameter.empty and name not in node:
+            raise ConfigError(f"{path}.{name} is required by {cls.__name__}")
+
+
+def _walk_targets(path: str, node: Any):
+    if isinstance(node, DictConfig):
+        if "_target_" in node:
+            yield path, node
+        for k in node.keys():
+            yield from _walk_targets(f"{path}.{k}", node[k])
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError (one line) for anything wrong that shows before building."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{missing[0]} is required: set {missing[0]}=<value> on the command line")
+    try:
+        OmegaConf.resolve(copy.deepcopy(cfg))
+    except OmegaConfBaseException as e:
+        raise ConfigError(_omegaconf_message(e)) from None
+    for root in TARGET_ROOTS:
+        if root in cfg and cfg[root] is not None:
+            for path, node in _walk_targets(root, cfg[root]):
+                _check_target_node(path, node)
+    for part in ("G", "D"):
+        if part not in cfg.model:
+            raise ConfigError(
+                f"model.{part} is missing: a model config needs G and D nodes with _target_"
+            )
+    data = build_dataset(cfg)
+    data.check()
+    shape, classes = data.data_shape, data.num_classes
+    for part in ("G", "D"):
+        why = get_class(cfg.model[part]._target_).check_data(shape, classes)
+        if why:
+            raise ConfigError(f"model={cfg.model.get('name', '?')}: {why}")
+    t = cfg.trainer
+    for key in (
+        "steps",
+        "batch_size",
+        "n_critic",
+        "checkpoint_every",
+        "log_every",
+        "image_every",
+        "keep_checkpoints",
+        "n_fixed",
+    ):
+        if t[key] < 1:
+            raise ConfigError(f"trainer.{key} must be >= 1, got {t[key]}")
+    if t.ema_decay is not None and t.ema_halflife_kimg is not None:
+        raise ConfigError("set trainer.ema_decay or trainer.ema_halflife_kimg, not both")
+    if t.ema_decay is not None and not 0.0 <= t.ema_decay < 1.0:
+        raise ConfigError(f"trainer.ema_decay must be in [0, 1), got {t.ema_decay}")
+    if t.ema_halflife_kimg is not None and not t.ema_halflife_kimg > 0:
+        raise ConfigError(f"trainer.ema_halflife_kimg must be > 0, got {t.ema_halflife_kimg}")
+    resolve_device(t.device)
+
+
+def _omegaconf_message(e: OmegaConfBaseException) -> str:
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    key = getattr(e, "full_key", None)
+    if "Missing mandatory value" in msg and key:
+        return f"{key} is required: set {key}=<value> on the command line"
+    return f"{key}: {msg}" if key and key not in msg else msg
+
+
+# --------------------------------------------------------------------------- building
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(
+            f"trainer.device={name!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.device={name} but no CUDA device is available; use trainer.device=auto or cpu"
+        )
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
+        raise ConfigError(
+            f"trainer.device={name} but only {torch.cuda.device_count()} CUDA device(s) exist"
+        )
+    if device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ConfigError(
+            "trainer.device=mps but MPS is not available; use trainer.device=auto or cpu"
+        )
+    return device
+
+
+def _instantiate(node: DictConfig, **kwargs):
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        while (
+            cause is not None and not isinstance(cause, GanrunError) and cause.__cause__ is not None
+        ):
+            cause = cause.__cause__
+        if isinstance(cause, GanrunError):
+            raise cause from None
+        raise ConfigError(str(e).splitlines()[0]) from None
+
+
+def build_dataset(cfg: DictConfig) -> DataSource:
+    return _instantiate(cfg.dataset)
+
+
+def build_models(cfg: DictConfig, data_shape, num_classes: int):
+    def make(node):
+        cls = get_class(node._target_)
+        params = inspect.signature(cls.__init__).parameters
+        kwargs = {"data_shape": tuple(data_shape)}
+        if "num_classes" in params:
+            kwargs["num_classes"] = num_classes
+        return _instantiate(node, **kwargs)
+
+    return make(cfg.model.G), make(cfg.model.D)
+
+
+def build_objective(cfg: DictConfig, num_classes: int) -> Objective:
+    loss = _instantiate(cfg.loss)
+    regs = {str(k): _instantiate(v) for k, v in (cfg.get("regularizer") or {}).items()}
+    return Objective(loss, regs, num_classes=num_classes)
+
+
+def build_optimizer(cfg: DictConfig) -> OptimizerRecipe:
+    return _instantiate(cfg.optimizer)
+
+
+def ema_decay(trainer_cfg) -> float | None:
+    """Per-step EMA decay: given directly, or from a half-life in kimg
+    (beta = 0.5 ** (batch / (halflife_kimg * 1000)), as in StyleGAN2-ADA)."""
+    if trainer_cfg.ema_decay is not None:
+        return float(trainer_cfg.ema_decay)
+    if trainer_cfg.ema_halflife_kimg is not None:
+        return 0.5 ** (trainer_cfg.batch_size / (trainer_cfg.ema_halflife_kimg * 1000.0))
+    return None
+
+
+@dataclass
+class Built:
+    device: torch.device
+    data: DataSource
+    G: torch.nn.Module
+    D: torch.nn.Module
+    G_ema: torch.nn.Module | None
+    objective: Objective
+    recipe: OptimizerRecipe
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    ema_beta: float | None
+
+
+def build(cfg: DictConfig) -> Built:
+    validate(cfg)
+    device = resolve_device(cfg.trainer.device)
+    data = build_dataset(cfg)
+    data.prepare()  # read/scan the data now: a missing file fails before training starts
+    G, D = build_models(cfg, data.data_shape, data.num_classes)
+    G, D = G.to(device), D.to(device)
+    beta = ema_decay(cfg.trainer)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if beta is not None else None
+    objective = build_objective(cfg, data.num_classes)
+    recipe = build_optimizer(cfg)
+    opt_g, opt_d = recipe.build(G.parameters(), D.parameters())
+    return Built(device, data, G, D, G_ema, objective, recipe, opt_g, opt_d, beta)

@@ -1,0 +1,213 @@
+"""Checkpoints: state dicts, step, RNG states and the resolved config — no pickled objects.
+
+Files are written atomically (temporary file in the same folder, fsync, rename,
+fsync of the folder), so a name under ``checkpoints/`` never holds a partial
+file, and are read with ``torch.load(weights_only=True)``, which refuses
+anything but tensors and plain containers: loading a checkpoint cannot run code.
+RNG states are stored as tensors and plain Python types (NumPy's state is
+converted), so nothing needs allow-listing.
+
+Layout of a run dir::
+
+    <run>/checkpoints/step-00001000.pt   newest K kept (trainer.keep_checkpoints)
+    <run>/checkpoints/best.pt            best by the chosen metric (evaluation)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ganrun.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "ganrun-checkpoint"
+VERSION = 1
+CKPT_DIR = "checkpoints"
+_STEP_RE = re.compile(r"^step-(\d+)\.pt$")
+
+
+# --------------------------------------------------------------------------- RNG
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": str(np_state[0]),
+            "key": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(
+        (
+            n["kind"],
+            n["key"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+# --------------------------------------------------------------------------- writing
+def atomic_save(obj: Any, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # some platforms cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def step_path(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / CKPT_DIR / f"step-{step:08d}.pt"
+
+
+def step_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the step checkpoints in ``folder``, oldest first."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        m = _STEP_RE.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def plain(obj: Any, where: str = "checkpoint") -> Any:
+    """``obj`` with only what ``torch.load(weights_only=True)`` accepts: tensors,
+    dicts, lists, tuples and Python scalars (subclasses of str/int/float, such
+    as torch.__version__, become the base type). Anything else is a bug: raise."""
+    if obj is None or type(obj) in (bool, int, float, str) or isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, dict):
+        items = {plain(k, where): plain(v, f"{where}.{k}") for k, v in obj.items()}
+        return OrderedDict(items) if isinstance(obj, OrderedDict) else items
+    if isinstance(obj, (list, tuple)):
+        items = [plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
+    for base in (bool, int, float, str):
+        if isinstance(obj, base):
+            return base(obj)
+    raise TypeError(
+        f"{where}: {type(obj).__name__} cannot go into a checkpoint (weights_only would refuse it)"
+    )
+
+
+def save(run_dir: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
+    path = step_path(run_dir, step)
+    atomic_save(plain({"format": FORMAT, "version": VERSION, "step": int(step), **payload}), path)
+    old = step_checkpoints(path.parent)
+    for _, p in old[: max(0, len(old) - keep)]:
+        p.unlink(missing_ok=True)
+    return path
+
+
+# --------------------------------------------------------------------------- reading
+def load_file(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, foreign pickle refused by weights_only, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise CheckpointError(
+                f"{path} holds Python objects a checkpoint may not contain; refusing to load it (it could run code)"
+            ) from None
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or corrupt?): {first[:160]}"
+        ) from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a ganrun checkpoint")
+    if obj.get("version", 0) > VERSION:
+        raise CheckpointError(
+            f"{path} was written by a newer ganrun (format {obj['version']}); upgrade ganrun to read it"
+        )
+    return obj
+
+
+def resolve(target: str | Path) -> Path:
+    """A checkpoint file from a path that names a file or a run dir (newest step checkpoint)."""
+    p = Path(target).expanduser()
+    if p.is_file():
+        return p
+    if p.is_dir():
+        folder = p / CKPT_DIR if (p / CKPT_DIR).is_dir() else p
+        found = step_checkpoints(folder)
+        if not found:
+            raise CheckpointError(
+                f"no checkpoints in {folder} (expected files named step-NNNNNNNN.pt)"
+            )
+        return found[-1][1]
+    raise CheckpointError(f"no checkpoint at {target} (give a run dir or a .pt file)")
+
+
+def load(
+    target: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[Path, dict[str, Any]]:
+    """Load from a file, or from a run dir's newest checkpoint that reads cleanly
+    (falling back to older ones if the newest is damaged)."""
+    path = resolve(target)
+    p = Path(target).expanduser()
+    if p.is_dir():
+        folder = path.parent
+        errors = []
+        for _, candidate in reversed(step_checkpoints(folder)):
+            try:
+                obj = load_file(candidate, map_location)
+            except CheckpointError as e:
+                errors.append(str(e))
+                continue
+            if errors:
+                log.warning("skipped unreadable newer checkpoint(s): %s", "; ".join(errors))
+            return candidate, obj
+        raise CheckpointError(f"no readable checkpoint in {folder}: {errors[0]}")
+    return path, load_file(path, map_location)
+
+
+def run_dir_of(path: Path) -> Path:
+    """The run dir a checkpoint file belongs to."""
+    path = Path(path).resolve()
+    return path.parent.parent if path.parent.name == CKPT_DIR else path.parent

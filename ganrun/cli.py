@@ -1,0 +1,263 @@
+"""`ganrun <command> [hydra overrides and flags]`.
+
+The subcommand is popped from argv and the rest is handed to that command's
+@hydra.main function, so -m/--multirun, --cfg, --help, overrides and output
+dirs behave as in any Hydra app. Before that, a preflight composes the config
+once and checks it, so bad input gets one clear line and exit status 2 —
+before Hydra creates a run dir or anything is written.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ganrun.errors import GanrunError
+
+COMMANDS = {
+    "train": (
+        "ganrun.commands.train",
+        "train",
+        "train a model: ganrun train model=dcgan dataset=cifar10",
+    ),
+    "sample": (
+        "ganrun.commands.sample",
+        "sample",
+        "write samples: ganrun sample ckpt=<run dir> n=64 out=grid.png",
+    ),
+}
+
+USAGE = (
+    "usage: ganrun <command> [key=value ...] [-m] [--help] [--cfg job]\n\ncommands:\n"
+    + "\n".join(f"  {name:<8} {text}" for name, (_, _, text) in COMMANDS.items())
+)
+
+# Flags after which Hydra does something other than run the job, or which change
+# where the config comes from: preflight leaves those to Hydra.
+_HYDRA_ONLY = {
+    "--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--resolve", "--package", "-p",
+    "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--shell-completion", "-sc",
+    "--run", "-r", "--experimental-rerun",
+}  # fmt: skip
+_MULTIRUN = {"-m", "--multirun"}
+_MAX_PREFLIGHT_JOBS = 64
+
+
+def _one_line(e: BaseException) -> str:
+    """First lines of an exception and its causes, joined: Hydra's composition
+    errors put the real reason in the cause."""
+    parts: list[str] = []
+    while e is not None and len(parts) < 3:
+        text = str(e).strip()
+        first = text.splitlines()[0].strip().rstrip(".") if text else type(e).__name__
+        if (
+            first and "$" not in first and first not in parts
+        ):  # skip OmegaConf's unformatted templates
+            parts.append(first)
+        e = e.__cause__ or e.__context__
+    return ": ".join(parts)
+
+
+def _unknown_key_message(job: list[str], command: str) -> str | None:
+    """'trainer.foo is not a setting of trainer; valid: ...' for an override of
+    a key that does not exist (Hydra's own message does not list the valid ones)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import DictConfig, OmegaConf
+
+    from ganrun.paths import config_groups
+
+    groups = set(config_groups())
+    parsed = OverridesParser.create().parse_overrides(job)
+    # compose with the group choices only, then look for the keys' parents
+    keep = [
+        t
+        for ov, t in zip(parsed, job)
+        if ov.key_or_group in groups and not ov.get_key_element().startswith(("+", "~"))
+    ]
+    try:
+        base = _compose(command, keep)
+    except Exception:
+        return None
+    for ov in parsed:
+        key = ov.key_or_group
+        if ov.get_key_element().startswith(("+", "~")) or key in groups:
+            continue
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(base, parent, throw_on_missing=False) if parent else base
+        if isinstance(node, DictConfig) and leaf not in node:
+            valid = ", ".join(str(k) for k in node.keys() if not str(k).startswith("_"))
+            where = f"of {parent}" if parent else f"of ganrun {command}"
+            return f"{key} is not a setting {where}; valid: {valid}"
+    return None
+
+
+def _fail(message: str) -> None:
+    print(f"ganrun: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _check_group_choices(overrides) -> None:
+    from ganrun.paths import config_groups, group_options
+
+    groups = set(config_groups())
+    for ov in overrides:
+        key = ov.key_or_group
+        if key not in groups or ov.is_delete():
+            continue
+        values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.value()]
+        for v in values:
+            vals = v if isinstance(v, list) else [v]
+            options = group_options(key)
+            for item in vals:
+                if str(item) not in options:
+                    _fail(f"{key}={item} is not an option; choose from: {', '.join(options)}")
+
+
+def _expand(overrides, raw: Sequence[str]) -> list[list[str]] | None:
+    """Single-run override lists for every job of a basic sweep (None if a
+    sweep is not a plain list of choices, e.g. Optuna's interval())."""
+    from hydra.core.override_parser.types import ChoiceSweep, RangeSweep
+
+    axes: list[list[str]] = []
+    for ov, text in zip(overrides, raw):
+        if not ov.is_sweep_override():
+            axes.append([text])
+            continue
+        if not isinstance(ov.value(), (ChoiceSweep, RangeSweep)):
+            return None
+        prefix = text.split("=", 1)[0]
+        axes.append([f"{prefix}={v}" for v in ov.sweep_string_iterator()])
+    jobs = [
+        list(combo) for combo in itertools.islice(itertools.product(*axes), _MAX_PREFLIGHT_JOBS)
+    ]
+    return jobs or [[]]
+
+
+def _compose(config_name: str, overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    from ganrun.paths import conf_dir
+
+    with initialize_config_dir(
+        config_dir=str(conf_dir()), version_base="1.3", job_name=config_name
+    ):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def preflight(command: str, args: list[str]) -> list[str]:
+    """Check a command line; return it, possibly extended (resume)."""
+    if any(a.split("=", 1)[0] in _HYDRA_ONLY for a in args):
+        return args
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    multirun = any(a in _MULTIRUN for a in args)
+    raw = [a for a in args if not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(raw)
+    except Exception as e:  # OverrideParseException
+        _fail(f"cannot parse the overrides: {_one_line(e).removesuffix(': None')}")
+    _check_group_choices(parsed)
+
+    user = [(ov, text) for ov, text in zip(parsed, raw) if not ov.key_or_group.startswith("hydra")]
+    parsed_user, raw_user = [u[0] for u in user], [u[1] for u in user]
+    if command == "train":
+        args, raw_user, parsed_user = _train_resume_args(args, parsed, raw_user, parsed_user)
+    if command == "sample":
+        args = _sample_run_dir(args, parsed)
+
+    jobs = _expand(parsed_user, raw_user) if multirun else [raw_user]
+    for job in jobs or []:
+        try:
+            cfg = _compose(command, job)
+        except Exception as e:
+            _fail(_unknown_key_message(job, command) or _one_line(e))
+        from omegaconf import OmegaConf
+
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            _fail(f"{missing[0]} is required: ganrun {command} {missing[0]}=<value>")
+        try:
+            if command == "train":
+                from ganrun.build import validate
+                from ganrun.commands.train import prepare
+
+                cfg, _, _ = prepare(cfg, job)
+                validate(cfg)
+            elif command == "sample":
+                from ganrun import checkpoint as ckpt
+
+                ckpt.load(cfg.ckpt)
+        except GanrunError as e:
+            _fail(str(e))
+    return args
+
+
+def _train_resume_args(args, parsed, raw_user, parsed_user):
+    """For resume=X: reuse the checkpoint's config-group choices (so keys of its
+    model can be overridden) and its run dir, and write no new .hydra/ there."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from ganrun import checkpoint as ckpt
+
+    resume = [ov for ov in parsed if ov.key_or_group == "resume" and not ov.is_sweep_override()]
+    if not resume or resume[-1].value() in (None, "null", ""):
+        return args, raw_user, parsed_user
+    try:
+        path, state = ckpt.load(str(resume[-1].value()))
+    except GanrunError as e:
+        _fail(str(e))
+    given = {ov.key_or_group for ov in parsed}
+    extra = [
+        f"{g}={v}"
+        for g, v in (state.get("choices") or {}).items()
+        if g not in given and not g.startswith("hydra")
+    ]
+    hydra_extra = []
+    if "hydra.run.dir" not in given:
+        hydra_extra.append(f"hydra.run.dir={ckpt.run_dir_of(path)}")
+    if "hydra.output_subdir" not in given:
+        hydra_extra.append("hydra.output_subdir=null")
+    raw_user = extra + raw_user
+    parsed_user = OverridesParser.create().parse_overrides(raw_user)
+    return extra + hydra_extra + list(args), raw_user, parsed_user
+
+
+def _sample_run_dir(args, parsed):
+    """With an explicit out=..., Hydra's run dir is where the output goes, so no
+    empty outputs/samples/<date>/<time> folder is left behind."""
+    given = {ov.key_or_group: ov for ov in parsed}
+    out = given.get("out")
+    if (
+        out is None
+        or "hydra.run.dir" in given
+        or out.is_sweep_override()
+        or out.value() in (None, "")
+    ):
+        return args
+    folder = Path(str(out.value()))
+    per_image = given.get("per_image")
+    if not (per_image is not None and str(per_image.value()).lower() == "true"):
+        folder = folder.parent
+    return [*args, f"hydra.run.dir={folder.resolve()}"]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        raise SystemExit(0 if argv else 2)
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        _fail(f"unknown command {command!r}; choose from: {', '.join(COMMANDS)}")
+    module_name, _, _ = COMMANDS[command]
+    module = importlib.import_module(module_name)
+    rest = preflight(command, rest)
+    sys.argv = [f"{Path(sys.argv[0]).name} {command}", *rest]
+    module.main()
+
+
+if __name__ == "__main__":
+    main()

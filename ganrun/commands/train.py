@@ -1,0 +1,117 @@
+"""ganrun train [overrides] — train a model; `resume=<run dir or checkpoint>` continues one."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from ganrun import checkpoint as ckpt
+from ganrun.build import build
+from ganrun.commands import report_errors
+from ganrun.config import register_configs
+from ganrun.errors import CheckpointError
+from ganrun.paths import conf_dir, config_groups
+
+log = logging.getLogger(__name__)
+
+# Group choices a resumed run may change (they hold no state in the checkpoint).
+RESUME_SWAPPABLE = ("trainer", "logger")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resume_config(
+    cfg: DictConfig, state: dict[str, Any], task_overrides: Sequence[str], source: Path
+) -> DictConfig:
+    """The config of a resumed run: the checkpoint's resolved config, with the
+    command line's own overrides (e.g. ``trainer.steps=20000``) applied on top.
+    Choices that shape the stored state (model, dataset, loss, optimizer, ...)
+    must stay as they were."""
+    base = OmegaConf.create(state.get("config_unresolved") or state["config"])
+    stored_choices = state.get("choices", {}) or {}
+    groups = set(config_groups()) | set(stored_choices)
+    parsed = OverridesParser.create().parse_overrides(list(task_overrides))
+    for ov in parsed:
+        key = ov.key_or_group
+        if key == "resume" or key.startswith("hydra"):
+            continue
+        if key in groups:
+            value = ov.value()
+            if key in stored_choices and str(value) == str(stored_choices[key]):
+                continue
+            if key in RESUME_SWAPPABLE:
+                base[key] = OmegaConf.to_container(cfg[key], resolve=True)
+            elif key in stored_choices:
+                raise CheckpointError(
+                    f"{source} was trained with {key}={stored_choices[key]}; a resumed run keeps it "
+                    f"(start a new run to use {key}={value})"
+                )
+            continue
+        if ov.is_delete():
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(base, parent) if parent else base
+            if node is not None and leaf in node:
+                del node[leaf]
+            continue
+        OmegaConf.update(base, key, OmegaConf.select(cfg, key), force_add=True)
+    base.resume = cfg.resume
+    OmegaConf.set_struct(base, True)
+    return base
+
+
+def prepare(
+    cfg: DictConfig, task_overrides: Sequence[str] = ()
+) -> tuple[DictConfig, dict | None, Path | None]:
+    """Resolve a resume request: (config to run, checkpoint state or None, its path)."""
+    if not cfg.get("resume"):
+        return cfg, None, None
+    path, state = ckpt.load(cfg.resume, map_location="cpu")
+    return resume_config(cfg, state, task_overrides, path), state, path
+
+
+def train(
+    cfg: DictConfig,
+    run_dir: Path,
+    choices: dict[str, str] | None = None,
+    task_overrides: Sequence[str] = (),
+) -> dict:
+    """Train (or resume) with a composed config, writing into ``run_dir``."""
+    from ganrun.training.loop import Trainer
+
+    cfg, state, source = prepare(cfg, task_overrides)
+    if state is not None:
+        choices = state.get("choices") or choices
+    seed_everything(int(cfg.seed))
+    built = build(cfg)
+    trainer = Trainer(cfg, Path(run_dir), built, choices=choices)
+    if state is not None:
+        trainer.load_state(state, source)
+        log.info("resumed from %s at step %d", source, trainer.step)
+    return trainer.run()
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
+def main(cfg: DictConfig):
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    choices = {
+        k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra") and v is not None
+    }
+    report_errors(lambda: train(cfg, run_dir, choices, list(hc.overrides.task)))
+
+
+register_configs()

@@ -1,0 +1,144 @@
+"""The objective: an adversarial loss plus any regularizers, as two phases.
+
+The training loop calls ``d_loss`` n_critic times and ``g_loss`` once per
+generator step; each returns ``(loss, stats)`` and the loop does backward() and
+step(). Everything that differs between GAN papers' objectives lives here (the
+loss) or in a ``Regularizer`` (gradient penalties, R1, clipping, ...), never in
+the loop. Phases follow the split of StyleGAN2-ADA's loss (Dmain/Dreg/Gmain).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ganrun.losses import Loss
+
+
+@dataclass
+class Batch:
+    """What one phase sees. Regularizers read from it and may add to ``extra``."""
+
+    G: nn.Module
+    D: nn.Module
+    real: torch.Tensor
+    real_c: torch.Tensor | None
+    fake: torch.Tensor
+    fake_c: torch.Tensor | None
+    z: torch.Tensor
+    d_real: torch.Tensor | None  # D's output on real data (None in the G phase)
+    d_fake: torch.Tensor
+    step: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Regularizer:
+    """A term added to D's and/or G's loss, or an action after D's step.
+
+    ``d_term``/``g_term`` return a scalar tensor (already weighted) or None.
+    ``interval`` > 1 applies the term lazily every ``interval`` steps, scaled by
+    ``interval`` (Karras et al. 2020, StyleGAN2, Sec. 3.1).
+    """
+
+    name = "regularizer"
+    interval = 1
+    needs_real_grad = False  # R1-style penalties need real.requires_grad_()
+
+    def d_term(self, batch: Batch) -> torch.Tensor | None:
+        return None
+
+    def g_term(self, batch: Batch) -> torch.Tensor | None:
+        return None
+
+    def after_d_step(self, D: nn.Module) -> None:
+        return None
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        return None
+
+
+class Objective:
+    def __init__(
+        self, loss: Loss, regularizers: dict[str, Regularizer] | None = None, num_classes: int = 0
+    ):
+        self.loss = loss
+        self.regularizers = dict(regularizers or {})
+        self.num_classes = int(num_classes)
+
+    # -- sampling -------------------------------------------------------------
+    def sample_labels(self, n: int, device) -> torch.Tensor | None:
+        """Class labels for generated samples: uniform over the classes."""
+        if self.num_classes < 1:
+            return None
+        return torch.randint(0, self.num_classes, (n,), device=device)
+
+    def _generate(self, G, n: int, device, grad: bool):
+        z = G.sample_z(n, device=device)
+        c = self.sample_labels(n, device)
+        with torch.set_grad_enabled(grad):
+            fake = G(z, c)
+        return z, c, fake
+
+    # -- phases ---------------------------------------------------------------
+    def d_loss(self, G, D, real, real_c, step: int):
+        n = real.shape[0]
+        z, fake_c, fake = self._generate(G, n, real.device, grad=False)
+        active = self._active(step)
+        if any(r.needs_real_grad for r in active):
+            real = real.detach().requires_grad_(True)
+        d_real = D(real, real_c)
+        d_fake = D(fake, fake_c)
+        loss = self.loss.d(d_real, d_fake)
+        stats = {"loss/d": loss.detach()}
+        batch = Batch(G, D, real, real_c, fake, fake_c, z, d_real, d_fake, step)
+        for name, reg in active:
+            term = reg.d_term(batch)
+            if term is not None:
+                term = term * reg.interval
+                stats[f"reg/{name}"] = term.detach()
+                loss = loss + term
+        stats.update(self._d_outputs(d_real, d_fake))
+        return loss, stats
+
+    def g_loss(self, G, D, real, real_c, step: int):
+        n = real.shape[0]
+        z, fake_c, fake = self._generate(G, n, real.device, grad=True)
+        d_fake = D(fake, fake_c)
+        loss = self.loss.g(d_fake)
+        stats = {"loss/g": loss.detach()}
+        batch = Batch(G, D, real, real_c, fake, fake_c, z, None, d_fake, step)
+        for name, reg in self._active(step):
+            term = reg.g_term(batch)
+            if term is not None:
+                term = term * reg.interval
+                stats[f"reg/{name}"] = term.detach()
+                loss = loss + term
+        return loss, stats
+
+    def after_d_step(self, D) -> None:
+        for reg in self.regularizers.values():
+            reg.after_d_step(D)
+
+    def _active(self, step: int):
+        return [(n, r) for n, r in self.regularizers.items() if step % max(1, r.interval) == 0]
+
+    def _d_outputs(self, d_real, d_fake) -> dict[str, torch.Tensor]:
+        d_real, d_fake = d_real.detach().float(), d_fake.detach().float()
+        if self.loss.output == "logit":
+            return {"D/real": torch.sigmoid(d_real).mean(), "D/fake": torch.sigmoid(d_fake).mean()}
+        return {"D/real": d_real.mean(), "D/fake": d_fake.mean()}
+
+    # -- checkpointing ----------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {name: reg.state_dict() for name, reg in self.regularizers.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, reg in self.regularizers.items():
+            if name in state:
+                reg.load_state_dict(state[name])

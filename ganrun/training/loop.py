@@ -1,0 +1,353 @@
+"""One training loop for every model; it knows no model names.
+
+Per generator step (Goodfellow et al. 2014, Algorithm 1): ``n_critic``
+discriminator steps, each on a fresh real batch and fresh z, then one generator
+step; then the EMA of G, logging, progress grids and checkpoints. What differs
+between papers is data: the objective (loss + regularizers), the optimizer
+recipe and its schedule, ``n_critic``, and the networks' constructor arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torchvision.utils import save_image
+
+import ganrun
+from ganrun import checkpoint as ckpt
+from ganrun import viz
+from ganrun.build import Built
+from ganrun.errors import CheckpointError
+from ganrun.models.base import count_parameters
+from ganrun.training.ema import copy_weights, update_ema
+from ganrun.training.tb import NullWriter, TensorBoardWriter
+
+log = logging.getLogger(__name__)
+
+
+def _grad_norm(params) -> torch.Tensor:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads])
+    )
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGUSR1 (cluster preemption) or a first Ctrl-C: the loop
+    writes a checkpoint and exits. A second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)):
+                if sig is not None:
+                    self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+class Trainer:
+    def __init__(
+        self, cfg: DictConfig, run_dir: Path, built: Built, choices: dict[str, str] | None = None
+    ):
+        self.cfg, self.run_dir, self.b = cfg, Path(run_dir), built
+        self.t = cfg.trainer
+        self.choices = dict(choices or {})
+        self.step = 0  # completed generator steps
+        self.elapsed = 0.0  # training seconds across resumes
+        self.device = built.device
+        self.writer: NullWriter = NullWriter()
+        g = torch.Generator().manual_seed(int(cfg.seed) * 7919 + 17)
+        self.fixed_z = built.G.sample_z(self._n_fixed(), device=self.device, generator=g)
+        nc = built.data.num_classes
+        self.fixed_c = (torch.arange(self._n_fixed(), device=self.device) % nc) if nc > 0 else None
+
+    def _n_fixed(self) -> int:
+        # 2-D data is shown as a scatter plot, which needs many more points
+        return (
+            max(int(self.t.n_fixed), 2000) if self.b.data.kind == "points" else int(self.t.n_fixed)
+        )
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        b = self.b
+        return {
+            "models": {
+                "G": b.G.state_dict(),
+                "D": b.D.state_dict(),
+                **({"G_ema": b.G_ema.state_dict()} if b.G_ema is not None else {}),
+            },
+            "optimizers": {"G": b.opt_g.state_dict(), "D": b.opt_d.state_dict()},
+            "objective": b.objective.state_dict(),
+            "rng": ckpt.rng_state(),
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            # with interpolations kept, so `resume=... model.width=32` propagates like a fresh run
+            "config_unresolved": OmegaConf.to_container(self.cfg, resolve=False),
+            "choices": self.choices,
+            "data": {
+                "shape": list(b.data.data_shape),
+                "num_classes": b.data.num_classes,
+                "kind": b.data.kind,
+            },
+            "elapsed": self.elapsed,
+            "versions": {"ganrun": str(ganrun.__version__), "torch": str(torch.__version__)},
+        }
+
+    def load_state(self, state: dict[str, Any], source: Path) -> None:
+        b = self.b
+        try:
+            b.G.load_state_dict(state["models"]["G"])
+            b.D.load_state_dict(state["models"]["D"])
+            if b.G_ema is not None:
+                if "G_ema" in state["models"]:
+                    b.G_ema.load_state_dict(state["models"]["G_ema"])
+                else:  # EMA switched on at resume: start it from G
+                    copy_weights(b.G_ema, b.G)
+            b.opt_g.load_state_dict(state["optimizers"]["G"])
+            b.opt_d.load_state_dict(state["optimizers"]["D"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if "size mismatch" in str(e):
+                first = next(
+                    (ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), first
+                )
+            raise CheckpointError(
+                f"{source} does not match this model/optimizer (another architecture?): {first[:200]}"
+            ) from None
+        b.objective.load_state_dict(state.get("objective", {}))
+        self.step = int(state["step"])
+        self.elapsed = float(state.get("elapsed", 0.0))
+        ckpt.set_rng_state(state["rng"])
+
+    def save_checkpoint(self) -> Path:
+        path = ckpt.save(self.run_dir, self.step, self.state(), keep=int(self.t.keep_checkpoints))
+        log.info("checkpoint: %s", path)
+        return path
+
+    # ------------------------------------------------------------------ pictures
+    @torch.no_grad()
+    def render(self, tag_step: int | None = None) -> torch.Tensor:
+        """A grid (or scatter plot) of the fixed z from G_ema if any, else G (eval mode).
+        The global RNG is left untouched, so rendering never changes training."""
+        b = self.b
+        G = b.G_ema if b.G_ema is not None else b.G
+        was_training = G.training
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            G.eval()
+            x = torch.cat([G(z, c) for z, c in zip(self.fixed_z.split(256), self._split_c(256))])
+            G.train(was_training)
+        centers = getattr(b.data, "centers", None)
+        return viz.picture(
+            x, nrow=int(math.sqrt(x.shape[0])) if x.dim() == 4 else 8, centers=centers
+        )
+
+    def _split_c(self, size):
+        if self.fixed_c is None:
+            return [None] * len(self.fixed_z.split(size))
+        return list(self.fixed_c.split(size))
+
+    def write_picture(self) -> Path:
+        img = self.render()
+        self.writer.image("samples/fixed_z", img, self.step)
+        path = self.run_dir / "samples" / f"step-{self.step:08d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image(img, path)
+        return path
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> dict[str, float]:
+        b, t = self.b, self.t
+        total = int(t.steps)
+        if self.step >= total:
+            log.info(
+                "nothing to do: the checkpoint is at step %d and trainer.steps=%d", self.step, total
+            )
+            return {}
+        if t.deterministic:
+            torch.use_deterministic_algorithms(True)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = not t.deterministic
+            torch.set_float32_matmul_precision("high")
+        if self.cfg.logger.tensorboard:
+            self.writer = TensorBoardWriter(
+                self.run_dir / self.cfg.logger.subdir, purge_step=self.step
+            )
+        log.info(
+            "%s | G %.2fM params, D %.2fM params | %s | device %s | run dir %s",
+            self.cfg.model.get("name", "model"),
+            count_parameters(b.G) / 1e6,
+            count_parameters(b.D) / 1e6,
+            b.data.describe(),
+            self.device,
+            self.run_dir,
+        )
+        if self.step == 0:
+            self.writer.text(
+                "config", "```\n" + OmegaConf.to_yaml(self.cfg, resolve=True) + "\n```", 0
+            )
+
+        n_critic, batch = int(t.n_critic), int(t.batch_size)
+        stream = b.data.batches(
+            batch,
+            int(self.cfg.seed),
+            start=self.step * n_critic,
+            device=self.device,
+            num_workers=int(t.num_workers),
+        )
+        b.G.train()
+        b.D.train()
+        d_params = list(b.D.parameters())
+        g_params = list(b.G.parameters())
+        sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
+        last: dict[str, float] = {}
+        interval_start, interval_step = time.perf_counter(), self.step
+        bar = self._progress(total)
+        stop = _StopFlag()
+        run_start = time.perf_counter()
+        elapsed0 = self.elapsed
+        with stop:
+            while self.step < total:
+                step = self.step
+                logging_now = (step + 1) % t.log_every == 0 or step + 1 == total
+                b.recipe.apply_schedule(b.opt_g, b.opt_d, step, total)
+
+                # ---- discriminator: n_critic steps
+                b.D.requires_grad_(True)
+                for _ in range(n_critic):
+                    real, real_c = next(stream)
+                    loss, stats = b.objective.d_loss(b.G, b.D, real, real_c, step)
+                    b.opt_d.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if logging_now:
+                        stats["grad_norm/d"] = _grad_norm(d_params)
+                    b.opt_d.step()
+                    b.objective.after_d_step(b.D)
+                    self._accumulate(sums, counts, stats)
+
+                # ---- generator: one step; D's weights need no gradients here
+                b.D.requires_grad_(False)
+                loss, stats = b.objective.g_loss(b.G, b.D, real, real_c, step)
+                b.opt_g.zero_grad(set_to_none=True)
+                loss.backward()
+                if logging_now:
+                    stats["grad_norm/g"] = _grad_norm(g_params)
+                b.opt_g.step()
+                b.D.requires_grad_(True)
+                self._accumulate(sums, counts, stats)
+
+                if b.G_ema is not None:
+                    if step < int(t.ema_start):
+                        copy_weights(b.G_ema, b.G)
+                    else:
+                        update_ema(b.G_ema, b.G, b.ema_beta)
+
+                self.step = step + 1
+                self.elapsed = elapsed0 + (time.perf_counter() - run_start)
+                if logging_now:
+                    now = time.perf_counter()
+                    values = {k: float(v) / counts[k] for k, v in sums.items()}
+                    if not all(
+                        math.isfinite(v) for k, v in values.items() if k.startswith("loss/")
+                    ):
+                        log.warning("non-finite loss at step %d: %s", self.step, values)
+                    dt = max(now - interval_start, 1e-9)
+                    values["perf/img_per_s"] = (self.step - interval_step) * batch * n_critic / dt
+                    values["perf/steps_per_s"] = (self.step - interval_step) / dt
+                    values["perf/kimg"] = self.step * batch * n_critic / 1000.0
+                    values["lr/g"] = b.opt_g.param_groups[0]["lr"]
+                    values["lr/d"] = b.opt_d.param_groups[0]["lr"]
+                    self.writer.scalars(values, self.step)
+                    last = values
+                    sums, counts = {}, {}
+                    interval_start, interval_step = now, self.step
+                    self._report(bar, values)
+                if bar is not None:
+                    bar.update(1)
+                if self.step % t.image_every == 0 or self.step == total:
+                    self.write_picture()
+                if self.step % t.checkpoint_every == 0 or self.step == total:
+                    self.save_checkpoint()
+                if stop.signum is not None:
+                    log.warning(
+                        "signal %d: checkpointing at step %d and stopping", stop.signum, self.step
+                    )
+                    if self.step % t.checkpoint_every != 0:
+                        self.save_checkpoint()
+                    break
+        if bar is not None:
+            bar.close()
+        self.writer.flush()
+        self.writer.close()
+        if stop.signum is not None:
+            log.warning("stopped early; continue with: ganrun train resume=%s", self.run_dir)
+        else:
+            log.info(
+                "done: %d steps in %.0f s; samples in %s",
+                self.step,
+                self.elapsed,
+                self.run_dir / "samples",
+            )
+        return last
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _accumulate(sums, counts, stats):
+        for k, v in stats.items():
+            v = v.detach()
+            sums[k] = sums[k] + v if k in sums else v.clone()
+            counts[k] = counts.get(k, 0) + 1
+
+    def _progress(self, total):
+        if not self.t.progress:
+            return None
+        from tqdm import tqdm
+
+        interactive = sys.stderr.isatty()
+        return tqdm(
+            total=total,
+            initial=self.step,
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=0.5 if interactive else 30.0,
+            smoothing=0.05,
+            leave=True,
+        )
+
+    def _report(self, bar, values):
+        short = {
+            "D": values.get("loss/d"),
+            "G": values.get("loss/g"),
+            "D(x)": values.get("D/real"),
+            "D(G(z))": values.get("D/fake"),
+            "img/s": values.get("perf/img_per_s"),
+        }
+        text = " ".join(f"{k}={v:.3g}" for k, v in short.items() if v is not None)
+        if bar is not None:
+            bar.set_postfix_str(text, refresh=False)
+        else:
+            log.info("step %d/%d %s", self.step, int(self.t.steps), text)

@@ -1,0 +1,85 @@
+"""Shared fixtures: compose the real config tree with tiny overrides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ganrun.config import register_configs
+from ganrun.paths import conf_dir
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+os.environ.setdefault("GANRUN_TEST", "1")
+
+# Small enough to train a step in well under a second on a CPU core.
+TINY_MODEL = {
+    "dcgan": ["model.width=8", "model.z_dim=16"],
+    "vanilla": ["model.width=40", "model.z_dim=16"],
+}
+
+TINY_TRAINER = [
+    "trainer.steps=3",
+    "trainer.batch_size=16",
+    "trainer.device=cpu",
+    "trainer.progress=false",
+    "trainer.log_every=1",
+    "trainer.image_every=2",
+    "trainer.checkpoint_every=2",
+    "trainer.n_fixed=4",
+    "trainer.num_workers=0",
+]
+
+
+def compose_config(overrides=(), config_name: str = "train", hydra: bool = False) -> DictConfig:
+    register_configs()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(
+            config_name=config_name, overrides=list(overrides), return_hydra_config=hydra
+        )
+
+
+def tiny_overrides(model: str = "dcgan", dataset: str = "mnist_embedded", *extra: str) -> list[str]:
+    return [
+        f"model={model}",
+        f"dataset={dataset}",
+        *TINY_MODEL.get(model, []),
+        *TINY_TRAINER,
+        *extra,
+    ]
+
+
+def run_train(run_dir: Path, overrides) -> tuple[DictConfig, dict]:
+    """Compose like `ganrun train <overrides>` and train into run_dir (in-process)."""
+    from ganrun.commands.train import train
+
+    cfg = compose_config(overrides, hydra=True)
+    choices = {
+        k: v
+        for k, v in cfg.hydra.runtime.choices.items()
+        if not k.startswith("hydra") and v is not None
+    }
+    task = list(cfg.hydra.overrides.task)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    result = train(cfg, run_dir, choices, task)
+    return cfg, result
+
+
+@pytest.fixture
+def compose_cfg():
+    return compose_config
+
+
+@pytest.fixture
+def tiny():
+    return tiny_overrides
+
+
+@pytest.fixture
+def as_dict():
+    return lambda cfg: OmegaConf.to_container(cfg, resolve=True)
