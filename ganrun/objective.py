@@ -32,6 +32,10 @@ class Batch:
     d_real: torch.Tensor | None  # D's output on real data (None in the G phase)
     d_fake: torch.Tensor
     step: int
+    # D's penultimate features (only when an active regularizer sets needs_features);
+    # in the G phase f_real is computed without a graph
+    f_real: torch.Tensor | None = None
+    f_fake: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -46,6 +50,7 @@ class Regularizer:
     name = "regularizer"
     interval = 1
     needs_real_grad = False  # R1-style penalties need real.requires_grad_()
+    needs_features = False  # feature matching, InfoGAN's Q head: D.forward_features
 
     def d_term(self, batch: Batch) -> torch.Tensor | None:
         return None
@@ -90,13 +95,18 @@ class Objective:
         n = real.shape[0]
         z, fake_c, fake = self._generate(G, n, real.device, grad=False)
         active = self._active(step)
-        if any(r.needs_real_grad for r in active):
+        if any(r.needs_real_grad for _, r in active):
             real = real.detach().requires_grad_(True)
-        d_real = D(real, real_c)
-        d_fake = D(fake, fake_c)
+        f_real = f_fake = None
+        if any(r.needs_features for _, r in active):
+            d_real, f_real = D.forward_features(real, real_c)
+            d_fake, f_fake = D.forward_features(fake, fake_c)
+        else:
+            d_real = D(real, real_c)
+            d_fake = D(fake, fake_c)
         loss = self.loss.d(d_real, d_fake)
         stats = {"loss/d": loss.detach()}
-        batch = Batch(G, D, real, real_c, fake, fake_c, z, d_real, d_fake, step)
+        batch = Batch(G, D, real, real_c, fake, fake_c, z, d_real, d_fake, step, f_real, f_fake)
         for name, reg in active:
             term = reg.d_term(batch)
             if term is not None:
@@ -109,11 +119,18 @@ class Objective:
     def g_loss(self, G, D, real, real_c, step: int):
         n = real.shape[0]
         z, fake_c, fake = self._generate(G, n, real.device, grad=True)
-        d_fake = D(fake, fake_c)
+        active = self._active(step)
+        f_real = f_fake = None
+        if any(r.needs_features for _, r in active):
+            d_fake, f_fake = D.forward_features(fake, fake_c)
+            with torch.no_grad():
+                _, f_real = D.forward_features(real, real_c)
+        else:
+            d_fake = D(fake, fake_c)
         loss = self.loss.g(d_fake)
         stats = {"loss/g": loss.detach()}
-        batch = Batch(G, D, real, real_c, fake, fake_c, z, None, d_fake, step)
-        for name, reg in self._active(step):
+        batch = Batch(G, D, real, real_c, fake, fake_c, z, None, d_fake, step, f_real, f_fake)
+        for name, reg in active:
             term = reg.g_term(batch)
             if term is not None:
                 term = term * reg.interval

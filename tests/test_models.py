@@ -36,7 +36,7 @@ def test_dcgan_matches_the_pytorch_example_at_64px():
 def test_dcgan_layers_follow_the_paper():
     G = dcgan.Generator((3, 64, 64), width=8)
     D = dcgan.Discriminator((3, 64, 64), width=8)
-    g_layers, d_layers = list(G.net), list(D.net)
+    g_layers, d_layers = list(G.net), [*D.trunk, D.head]
     assert isinstance(g_layers[-1], torch.nn.Tanh) and isinstance(
         g_layers[-2], torch.nn.ConvTranspose2d
     )

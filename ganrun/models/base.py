@@ -119,12 +119,25 @@ class Generator(Capabilities, nn.Module):
 
 
 class Discriminator(Capabilities, nn.Module):
-    """Base class: holds the input shape. ``forward(x, c=None)`` returns logits (B,)."""
+    """Base class: holds the input shape.
+
+    Subclasses implement ``forward_features(x, c=None) -> (logits (B,), features (B, F))``,
+    where ``features`` is the penultimate representation (what feature matching,
+    Salimans et al. 2016, and InfoGAN's Q head read); ``forward`` returns the logits.
+    """
 
     def __init__(self, data_shape: tuple[int, ...]):
         super().__init__()
         self.data_shape = tuple(int(s) for s in data_shape)
         self.num_classes = 0
+
+    def forward_features(
+        self, x: torch.Tensor, c: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_features(x, c)[0]
 
 
 def dcgan_init(module: nn.Module, std: float = 0.02) -> None:

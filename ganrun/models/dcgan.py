@@ -85,11 +85,11 @@ class Discriminator(base.Discriminator):
             raise ConfigError(f"model.width must be >= 1, got {width}")
         if len(self.data_shape) == 1:
             h = 4 * width
-            self.net = nn.Sequential(
+            self.trunk = nn.Sequential(
                 nn.Linear(self.data_shape[0], h), nn.LeakyReLU(leak, True),
                 nn.Linear(h, h, bias=False), nn.BatchNorm1d(h), nn.LeakyReLU(leak, True),
-                nn.Linear(h, 1),
             )  # fmt: skip
+            self.head = nn.Linear(h, 1)
             base.dcgan_init(self)
             return
         channels, res, _ = self.data_shape
@@ -106,9 +106,10 @@ class Discriminator(base.Discriminator):
                 nn.LeakyReLU(leak, True),
             ]
             ch *= 2
-        layers += [nn.Conv2d(ch, 1, start, 1, 0, bias=False)]
-        self.net = nn.Sequential(*layers)
+        self.trunk = nn.Sequential(*layers)
+        self.head = nn.Conv2d(ch, 1, start, 1, 0, bias=False)  # one logit from the last feature map
         base.dcgan_init(self)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x).view(x.shape[0])
+    def forward_features(self, x: torch.Tensor, c: torch.Tensor | None = None):
+        h = self.trunk(x)
+        return self.head(h).view(x.shape[0]), h.flatten(1)

@@ -93,9 +93,10 @@ class Discriminator(base.Discriminator):
         for _ in range(depth):
             layers += [Maxout(d, units, pieces), nn.Dropout(dropout_hidden)]
             d = units
-        layers += [nn.Linear(d, 1)]
-        self.net = nn.Sequential(*layers)
+        self.trunk = nn.Sequential(*layers)
+        self.head = nn.Linear(d, 1)
         _uniform_init(self, 0.005)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x).view(x.shape[0])
+    def forward_features(self, x: torch.Tensor, c: torch.Tensor | None = None):
+        h = self.trunk(x)
+        return self.head(h).view(x.shape[0]), h

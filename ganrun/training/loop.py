@@ -29,6 +29,7 @@ from ganrun.build import Built
 from ganrun.errors import CheckpointError
 from ganrun.models.base import count_parameters
 from ganrun.training.ema import copy_weights, update_ema
+from ganrun.training.hooks import Hook
 from ganrun.training.tb import NullWriter, TensorBoardWriter
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,16 @@ class _StopFlag:
 
 class Trainer:
     def __init__(
-        self, cfg: DictConfig, run_dir: Path, built: Built, choices: dict[str, str] | None = None
+        self,
+        cfg: DictConfig,
+        run_dir: Path,
+        built: Built,
+        choices: dict[str, str] | None = None,
+        hooks: list[Hook] | None = None,
     ):
         self.cfg, self.run_dir, self.b = cfg, Path(run_dir), built
+        self.hooks: list[Hook] = list(hooks or [])
+        self.metrics: dict[str, float] = {}  # latest values returned by hooks
         self.t = cfg.trainer
         self.choices = dict(choices or {})
         self.step = 0  # completed generator steps
@@ -102,6 +110,7 @@ class Trainer:
             },
             "optimizers": {"G": b.opt_g.state_dict(), "D": b.opt_d.state_dict()},
             "objective": b.objective.state_dict(),
+            "hooks": {h.name: h.state_dict() for h in self.hooks},
             "rng": ckpt.rng_state(),
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             # with interpolations kept, so `resume=... model.width=32` propagates like a fresh run
@@ -138,6 +147,9 @@ class Trainer:
                 f"{source} does not match this model/optimizer (another architecture?): {first[:200]}"
             ) from None
         b.objective.load_state_dict(state.get("objective", {}))
+        for h in self.hooks:
+            if h.name in state.get("hooks", {}):
+                h.load_state_dict(state["hooks"][h.name])
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed", 0.0))
         ckpt.set_rng_state(state["rng"])
@@ -290,6 +302,8 @@ class Trainer:
                     bar.update(1)
                 if self.step % t.image_every == 0 or self.step == total:
                     self.write_picture()
+                for hook in self.hooks:
+                    self._record(hook.after_step(self))
                 if self.step % t.checkpoint_every == 0 or self.step == total:
                     self.save_checkpoint()
                 if stop.signum is not None:
@@ -301,6 +315,8 @@ class Trainer:
                     break
         if bar is not None:
             bar.close()
+        for hook in self.hooks:
+            self._record(hook.at_end(self))
         self.writer.flush()
         self.writer.close()
         if stop.signum is not None:
@@ -312,7 +328,12 @@ class Trainer:
                 self.elapsed,
                 self.run_dir / "samples",
             )
-        return last
+        return {**last, **self.metrics}
+
+    def _record(self, values: dict[str, float] | None) -> None:
+        if values:
+            self.writer.scalars(values, self.step)
+            self.metrics.update(values)
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
