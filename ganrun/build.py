@@ -25,7 +25,7 @@ from ganrun.errors import ConfigError, GanrunError
 from ganrun.objective import Objective
 from ganrun.optim import OptimizerRecipe
 
-# Constructor arguments that ganrun supplies (from the dataset), never the YAML.
+# Model constructor arguments that ganrun supplies (from the dataset), never the YAML.
 INJECTED = {"data_shape", "num_classes"}
 # Top-level nodes whose _target_ sub-nodes are checked against signatures.
 TARGET_ROOTS = ("model", "loss", "optimizer", "dataset", "regularizer")
@@ -67,7 +67,7 @@ def _type_name(hint: Any) -> str:
     return s or str(hint).replace("typing.", "")
 
 
-def _check_target_node(path: str, node: DictConfig) -> None:
+def _check_target_node(path: str, node: DictConfig, injected: set[str]) -> None:
     target = node.get("_target_")
     try:
         cls = get_class(target) if isinstance(target, str) else None
@@ -86,12 +86,12 @@ def _check_target_node(path: str, node: DictConfig) -> None:
         if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     }
     accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    settable = sorted(n for n in params if n not in INJECTED)
+    settable = sorted(n for n in params if n not in injected)
     for key in node.keys():
         key = str(key)
         if key.startswith("_"):
             continue
-        if key in INJECTED:
+        if key in injected:
             raise ConfigError(
                 f"{path}.{key} is set by ganrun from the dataset; remove it from the config"
             )
@@ -109,7 +109,7 @@ def _check_target_node(path: str, node: DictConfig) -> None:
                 f"{path}.{key}={value!r} has the wrong type: {cls.__name__} expects {_type_name(hints[key])}"
             )
     for name, p in params.items():
-        if name not in INJECTED and p.default is inspect.Parameter.empty and name not in node:
+        if name not in injected and p.default is inspect.Parameter.empty and name not in node:
             raise ConfigError(f"{path}.{name} is required by {cls.__name__}")
 
 
@@ -133,7 +133,7 @@ def validate(cfg: DictConfig) -> None:
     for root in TARGET_ROOTS:
         if root in cfg and cfg[root] is not None:
             for path, node in _walk_targets(root, cfg[root]):
-                _check_target_node(path, node)
+                _check_target_node(path, node, INJECTED if root == "model" else set())
     for part in ("G", "D"):
         if part not in cfg.model:
             raise ConfigError(

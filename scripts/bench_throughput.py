@@ -137,7 +137,7 @@ def reference_img_per_s(batch: int, warmup: int, steps: int, device: torch.devic
     t0 = time.perf_counter()
     for i in range(steps):
         last = iteration(i)
-    float(last)  # wait for the device
+    last.item()  # wait for the device
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * batch / (time.perf_counter() - t0)

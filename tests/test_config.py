@@ -181,3 +181,10 @@ def test_ema_halflife_formula():
     beta = build.ema_decay(cfg.trainer)
     # after 10 kimg = 156.25 steps of 64, the old weights' share halves
     assert beta ** (10_000 / 64) == pytest.approx(0.5)
+
+
+def test_dataset_num_classes_is_a_dataset_setting():
+    # num_classes is injected into models, but the fake dataset takes it as its own argument
+    cfg = compose_config(["dataset=fake", "dataset.num_classes=4", "dataset.resolution=32"])
+    build.validate(cfg)
+    assert build.build_dataset(cfg).num_classes == 4
