@@ -44,13 +44,22 @@ class Regularizer:
 
     ``d_term``/``g_term`` return a scalar tensor (already weighted) or None.
     ``interval`` > 1 applies the term lazily every ``interval`` steps, scaled by
-    ``interval`` (Karras et al. 2020, StyleGAN2, Sec. 3.1).
+    ``interval`` (Karras et al. 2020, StyleGAN2, Sec. 3.1). ``replaces_g_loss``:
+    G optimizes this regularizer's ``g_term`` *instead of* the adversarial loss
+    (feature matching, Salimans et al. 2016, Sec. 3.1); the adversarial value is
+    still reported as ``loss/g``. ``bind(loss)`` is called once with the
+    objective's loss: refuse an incompatible loss there (ConfigError), or keep
+    it when the term needs it.
     """
 
     name = "regularizer"
     interval = 1
     needs_real_grad = False  # R1-style penalties need real.requires_grad_()
     needs_features = False  # feature matching, InfoGAN's Q head: D.forward_features
+    replaces_g_loss = False
+
+    def bind(self, loss: Loss) -> None:
+        return None
 
     def d_term(self, batch: Batch) -> torch.Tensor | None:
         return None
@@ -75,6 +84,8 @@ class Objective:
         self.loss = loss
         self.regularizers = dict(regularizers or {})
         self.num_classes = int(num_classes)
+        for reg in self.regularizers.values():
+            reg.bind(loss)
 
     # -- sampling -------------------------------------------------------------
     def sample_labels(self, n: int, device) -> torch.Tensor | None:
@@ -129,6 +140,8 @@ class Objective:
             d_fake = D(fake, fake_c)
         loss = self.loss.g(d_fake)
         stats = {"loss/g": loss.detach()}
+        if any(r.replaces_g_loss for _, r in active):
+            loss = torch.zeros((), device=loss.device, dtype=loss.dtype)
         batch = Batch(G, D, real, real_c, fake, fake_c, z, None, d_fake, step, f_real, f_fake)
         for name, reg in active:
             term = reg.g_term(batch)

@@ -1,5 +1,9 @@
 """Optimizer recipes: one config node builds G's and D's optimizers.
 
+Recipes: ``SGD``, ``Adam``, ``RMSprop`` (WGAN), ``TTUR`` (Adam with separate
+rates, SAGAN's defaults) and ``OptimisticAdam`` (Daskalakis et al. 2018; the
+optimizer itself is ``OptimisticAdamOptimizer``).
+
 Each recipe holds separate learning rates for G and D (``lr_g``, ``lr_d``) and
 a learning-rate schedule that is a pure function of the generator step, so a
 resumed run needs no scheduler state to continue exactly:
@@ -157,3 +161,140 @@ class SGD(OptimizerRecipe):
             for opt in (opt_g, opt_d):
                 for group in opt.param_groups:
                     group["momentum"] = m
+
+
+class RMSprop(OptimizerRecipe):
+    """RMSProp (Tieleman & Hinton 2012), as WGAN uses it (Arjovsky et al. 2017,
+    Alg. 1: lr 5e-5 for both players, no momentum — momentum-based optimizers
+    made the critic unstable, Sec. 3). WGAN's reference code calls torch's
+    RMSprop with its defaults (alpha 0.99, eps 1e-8), which we keep."""
+
+    name = "rmsprop"
+
+    def __init__(
+        self,
+        lr_g: float = 5e-5,
+        lr_d: float = 5e-5,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        momentum: float = 0.0,
+        centered: bool = False,
+        weight_decay: float = 0.0,
+        schedule: str = "constant",
+        decay_factor: float = 1.0,
+        min_lr: float = 0.0,
+    ):
+        super().__init__(lr_g, lr_d, schedule, decay_factor, min_lr)
+        if not 0.0 <= alpha < 1.0:
+            raise ConfigError(f"optimizer.alpha must be in [0, 1), got {alpha}")
+        if not 0.0 <= momentum < 1.0:
+            raise ConfigError(f"optimizer.momentum must be in [0, 1), got {momentum}")
+        self.alpha, self.eps, self.momentum = float(alpha), float(eps), float(momentum)
+        self.centered, self.weight_decay = bool(centered), float(weight_decay)
+
+    def make(self, params, lr):
+        return torch.optim.RMSprop(
+            params,
+            lr=lr,
+            alpha=self.alpha,
+            eps=self.eps,
+            momentum=self.momentum,
+            centered=self.centered,
+            weight_decay=self.weight_decay,
+            foreach=_foreach(params),
+        )
+
+
+class TTUR(Adam):
+    """Two time-scale update rule (Heusel et al. 2017): Adam with a larger
+    learning rate for D than for G. Defaults are SAGAN's use of it (Zhang et
+    al. 2018, Sec. 5: lr_d 4e-4, lr_g 1e-4, beta1 0, beta2 0.9); Heusel et
+    al. tuned the two rates per experiment."""
+
+    name = "ttur"
+
+    def __init__(
+        self,
+        lr_g: float = 1e-4,
+        lr_d: float = 4e-4,
+        betas: list[float] = (0.0, 0.9),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        schedule: str = "constant",
+        decay_factor: float = 1.0,
+        min_lr: float = 0.0,
+    ):
+        super().__init__(lr_g, lr_d, betas, eps, weight_decay, schedule, decay_factor, min_lr)
+
+
+class OptimisticAdamOptimizer(torch.optim.Optimizer):
+    """Optimistic Adam (Daskalakis et al. 2018, "Training GANs with Optimism", Alg. 1):
+
+        m_t = b1 m_{t-1} + (1 - b1) g_t;   v_t = b2 v_{t-1} + (1 - b2) g_t^2
+        u_t = m_hat_t / (sqrt(v_hat_t) + eps)   (bias-corrected, as in Adam)
+        theta_t = theta_{t-1} - 2 lr u_t + lr u_{t-1}
+
+    Alg. 1 leaves u_0 undefined (m_hat_0 = 0/0); we take u_0 = u_1, so the first
+    step is a plain Adam step (the authors' Keras code uses u_0 = 0, i.e. twice
+    Adam's first step). m, v, u_{t-1} and t live in the optimizer state, so
+    ``state_dict`` resumes exactly.
+    """
+
+    def __init__(self, params, lr: float = 1e-4, betas=(0.5, 0.9), eps: float = 1e-8):
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            lr, eps = group["lr"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                t = state["step"]
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                u = (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps)
+                prev = state.get("prev_update", u)  # u_0 = u_1: the first step is Adam's
+                p.add_(u, alpha=-2 * lr).add_(prev, alpha=lr)
+                state["prev_update"] = u
+        return loss
+
+
+class OptimisticAdam(OptimizerRecipe):
+    """Optimistic Adam for both players (``OptimisticAdamOptimizer``). Defaults are
+    Daskalakis et al.'s CIFAR-10 WGAN-GP setting (their code's defaults: lr 1e-4,
+    beta1 0.5, beta2 0.9)."""
+
+    name = "optimistic_adam"
+
+    def __init__(
+        self,
+        lr_g: float = 1e-4,
+        lr_d: float = 1e-4,
+        betas: list[float] = (0.5, 0.9),
+        eps: float = 1e-8,
+        schedule: str = "constant",
+        decay_factor: float = 1.0,
+        min_lr: float = 0.0,
+    ):
+        super().__init__(lr_g, lr_d, schedule, decay_factor, min_lr)
+        betas = tuple(float(b) for b in betas)
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {list(betas)}")
+        self.betas, self.eps = betas, float(eps)
+
+    def make(self, params, lr):
+        return OptimisticAdamOptimizer(params, lr=lr, betas=self.betas, eps=self.eps)
