@@ -4,6 +4,8 @@ Rebuilds G from the config stored in the checkpoint (nothing else needed) on
 any device — a checkpoint trained on a GPU samples on a CPU — and writes:
 a grid (default), ``per_image=true`` n single PNGs into the folder ``out``, or
 ``interpolate=true`` rows of spherical interpolations between latent pairs.
+Class-conditional models draw one row per class (``class_idx=k``: all of class
+k); ``traverse=true code=i`` varies one latent code of an InfoGAN per row.
 """
 
 from __future__ import annotations
@@ -55,15 +57,112 @@ def load_generator(target: str | Path, device: torch.device, use_ema: bool = Tru
     return G, cfg, state
 
 
-def _labels(G, n: int, device) -> torch.Tensor | None:
+def _labels(G, n: int, device, class_idx: int | None = None) -> torch.Tensor | None:
     nc = getattr(G, "num_classes", 0)
+    if nc and class_idx is not None:
+        return torch.full((n,), int(class_idx), device=device, dtype=torch.long)
     return (torch.arange(n, device=device) % nc) if nc else None
 
 
+def check_code_modes(cfg: DictConfig) -> None:
+    """Combinations of class_idx / traverse with the other modes (before loading)."""
+    if cfg.traverse and (cfg.per_image or cfg.interpolate):
+        raise ConfigError(
+            "traverse=true draws its own grid; drop per_image=true / interpolate=true"
+        )
+    if cfg.traverse and cfg.steps < 2:
+        raise ConfigError(f"steps must be >= 2 for a traversal, got {cfg.steps}")
+    if cfg.traverse and not cfg.traverse_range > 0:
+        raise ConfigError(f"traverse_range must be > 0, got {cfg.traverse_range}")
+    if not cfg.traverse and cfg.code != 0:
+        raise ConfigError("code=... picks the code to vary with traverse=true; add traverse=true")
+
+
+def check_model_modes(cfg: DictConfig, G) -> None:
+    """class_idx / traverse against what the loaded generator can do."""
+    nc = getattr(G, "num_classes", 0)
+    if cfg.class_idx is not None:
+        if not nc:
+            raise ConfigError(
+                "class_idx needs a class-conditional model (e.g. model=cgan); this one is unconditional"
+            )
+        if not 0 <= cfg.class_idx < nc:
+            raise ConfigError(f"class_idx={cfg.class_idx} is not a class; choose 0..{nc - 1}")
+    if cfg.traverse:
+        codes = G.codes() if hasattr(G, "codes") else []
+        if not codes:
+            raise ConfigError("traverse=true needs a model with latent codes (model=infogan)")
+        if not 0 <= cfg.code < len(codes):
+            kinds = ", ".join(f"{i}={kind}" for i, (kind, _) in enumerate(codes))
+            raise ConfigError(f"code={cfg.code} is not a latent code of this model; choose {kinds}")
+
+
+def class_rows(G, n: int, device) -> tuple[int, int, torch.Tensor] | None:
+    """One row per class (the row index is the label), n // classes columns:
+    (columns, samples, labels); None when n is below the number of classes."""
+    cols = n // G.num_classes
+    if cols < 1:
+        return None
+    labels = torch.arange(G.num_classes, device=device).repeat_interleave(cols)
+    return cols, labels.numel(), labels
+
+
+def traversal_latents(G, cfg: DictConfig, gen, device):
+    """InfoGAN's latent-code figure (Chen et al. 2016, Fig. 2): code ``cfg.code``
+    varies along each row (every category, or ``steps`` values over
+    [-traverse_range, traverse_range]); z and the other codes are fixed per row.
+    Returns (latents, labels or None, columns)."""
+    kind, k = G.codes()[cfg.code]
+    if kind == "categorical":
+        values = [float(v) for v in range(k)]
+    else:
+        r = float(cfg.traverse_range)
+        values = torch.linspace(-r, r, cfg.steps).tolist()
+    rows = max(1, cfg.n // len(values))
+    z = G.sample_z(rows, device=device, generator=gen, truncation=cfg.truncation)
+    z = torch.stack([G.set_code(z, cfg.code, v) for v in values], dim=1).flatten(0, 1)
+    c = _labels(G, rows, device, cfg.class_idx)
+    c = c.repeat_interleave(len(values)) if c is not None else None
+    return z, c, len(values)
+
+
 @torch.no_grad()
-def generate(G, z: torch.Tensor, c: torch.Tensor | None, chunk: int = 256) -> torch.Tensor:
+def generate(
+    G, z: torch.Tensor, c: torch.Tensor | None, chunk: int = 256, **g_kwargs
+) -> torch.Tensor:
     cs = c.split(chunk) if c is not None else [None] * len(z.split(chunk))
-    return torch.cat([G(zi, ci) for zi, ci in zip(z.split(chunk), cs)])
+    return torch.cat([G(zi, ci, **g_kwargs) for zi, ci in zip(z.split(chunk), cs)])
+
+
+def truncation_args(G, truncation: float | None) -> tuple[float | None, dict]:
+    """(threshold for G.sample_z, keyword arguments for G): models with
+    TRUNCATION_SPACE = "z" truncate when drawing z; "w" ones (StyleGAN) inside G."""
+    if getattr(G, "TRUNCATION_SPACE", "z") == "w":
+        return None, ({} if truncation is None else {"truncation": float(truncation)})
+    return truncation, {}
+
+
+def check_mixing_mode(cfg: DictConfig) -> None:
+    if not cfg.mixing:
+        return
+    if cfg.per_image or cfg.interpolate or cfg.traverse:
+        raise ConfigError("mixing=true draws its own grid; drop per_image / interpolate / traverse")
+    if cfg.mixing_columns < 1 or cfg.mixing_rows < 1:
+        raise ConfigError(
+            f"mixing_columns and mixing_rows must be >= 1, got {cfg.mixing_columns}, {cfg.mixing_rows}"
+        )
+
+
+def mixing_grid(G, cfg: DictConfig, gen, device) -> tuple[torch.Tensor, int]:
+    """StyleGAN's style-mixing figure (Karras et al. 2019, Fig. 3): (images, per row)."""
+    if not hasattr(G, "mixing_ranges"):
+        raise ConfigError("mixing=true needs a style-based generator (model=stylegan)")
+    from ganrun.models.stylegan import style_mixing_grid
+
+    return style_mixing_grid(
+        G, cfg.mixing_columns, cfg.mixing_rows, device=device, generator=gen,
+        truncation=cfg.truncation,
+    )  # fmt: skip
 
 
 def sample(cfg: DictConfig, default_out: Path) -> list[Path]:
@@ -73,11 +172,22 @@ def sample(cfg: DictConfig, default_out: Path) -> list[Path]:
         raise ConfigError("choose one of per_image=true and interpolate=true")
     if cfg.interpolate and cfg.steps < 2:
         raise ConfigError(f"steps must be >= 2 for an interpolation, got {cfg.steps}")
+    check_code_modes(cfg)
+    check_mixing_mode(cfg)
     device = resolve_device(cfg.device)
     G, train_cfg, state = load_generator(cfg.ckpt, device, use_ema=cfg.use_ema)
+    check_model_modes(cfg, G)
     gen = torch.Generator().manual_seed(int(cfg.seed))
-    trunc = cfg.truncation
+    torch.manual_seed(int(cfg.seed))  # for noise drawn inside G (StyleGAN's per-pixel noise)
+    trunc, g_kwargs = truncation_args(G, cfg.truncation)
     out = Path(cfg.out) if cfg.out else default_out
+
+    if cfg.mixing:
+        return [_write_grid(*mixing_grid(G, cfg, gen, device), out)]
+
+    if cfg.traverse:
+        z, c, cols = traversal_latents(G, cfg, gen, device)
+        return [_write_grid(generate(G, z, c), cols, out)]
 
     if cfg.interpolate:
         rows = max(1, cfg.n // cfg.steps)
@@ -87,13 +197,17 @@ def sample(cfg: DictConfig, default_out: Path) -> list[Path]:
         z = viz.slerp(za, zb, t).reshape(rows * cfg.steps, -1)
         if G.z_dist == "uniform":
             z = z.clamp(-1, 1)  # keep the path inside the prior's support
-        c = _labels(G, rows, device)
+        c = _labels(G, rows, device, cfg.class_idx)
         c = c.repeat_interleave(cfg.steps) if c is not None else None
-        x = generate(G, z, c)
+        x = generate(G, z, c, **g_kwargs)
         return [_write_grid(x, cfg.steps, out)]
 
-    z = G.sample_z(cfg.n, device=device, generator=gen, truncation=trunc)
-    x = generate(G, z, _labels(G, cfg.n, device))
+    n, nrow, c = cfg.n, cfg.nrow, _labels(G, cfg.n, device, cfg.class_idx)
+    if c is not None and cfg.class_idx is None and not cfg.per_image:
+        # one row per class; with fewer samples than classes, sample i is of class i
+        nrow, n, c = class_rows(G, cfg.n, device) or (nrow, n, c)
+    z = G.sample_z(n, device=device, generator=gen, truncation=trunc)
+    x = generate(G, z, c, **g_kwargs)
     if cfg.per_image:
         if x.dim() != 4:
             raise ConfigError(
@@ -109,7 +223,7 @@ def sample(cfg: DictConfig, default_out: Path) -> list[Path]:
         print(f"wrote {len(paths)} images to {folder}")
         return paths
     centers = _centers(train_cfg) if x.dim() == 2 else None
-    return [_write_grid(x, cfg.nrow, out, centers)]
+    return [_write_grid(x, nrow, out, centers)]
 
 
 def _centers(train_cfg):

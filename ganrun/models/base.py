@@ -100,7 +100,20 @@ class Capabilities:
 
 
 class Generator(Capabilities, nn.Module):
-    """Base class: holds the latent prior and the output shape."""
+    """Base class: holds the latent prior and the output shape.
+
+    Truncation (sampling closer to the prior's centre) happens in one of two places,
+    named by ``TRUNCATION_SPACE``:
+
+    * ``"z"`` (default): ``G.sample_z(n, truncation=t)`` resamples every |z| > t
+      (BigGAN's truncation trick); ``G(z, c)`` is called as usual.
+    * ``"w"`` (style-based generators, e.g. StyleGAN): draw z with
+      ``G.sample_z(n)`` (which refuses ``truncation``) and call
+      ``G(z, c, truncation=psi)``: the generator moves its intermediate latent
+      w towards its tracked mean, w' = w_avg + psi (w - w_avg).
+    """
+
+    TRUNCATION_SPACE = "z"
 
     def __init__(self, z_dim: int, data_shape: tuple[int, ...], z_dist: str = "normal"):
         super().__init__()

@@ -15,6 +15,13 @@ apply the same guidelines to fully connected layers — BatchNorm everywhere but
 G's output and D's input, ReLU in G, LeakyReLU(0.2) in D — with three layers of
 4w units, and a linear output in G (the mixtures are not bounded to [-1, 1]).
 This form is ganrun's, not the paper's.
+
+``pack=m`` makes D a PacGAN discriminator (Lin et al. 2018): it judges m samples
+concatenated along channels (images) or features (points), so only its input
+layer widens (ganrun/models/packing.py).
+
+``norm`` picks D's normalization: ``batch`` (the paper), ``layer`` or ``none``
+(critics under a gradient penalty: WGAN-GP, Gulrajani et al. 2017, Sec. 4).
 """
 
 from __future__ import annotations
@@ -24,9 +31,24 @@ from torch import nn
 
 from ganrun.errors import ConfigError
 from ganrun.models import base
+from ganrun.models.minibatch import MinibatchHead, check_minibatch_features
+from ganrun.models.packing import check_pack, pack_samples
 
 # resolution -> (side of the first feature map, number of stride-2 stages)
 _LAYOUT = {28: (7, 2), 32: (4, 3), 64: (4, 4)}
+D_NORMS = ("batch", "layer", "none")
+
+
+def _d_norm(kind: str, channels: int, image: bool) -> nn.Module:
+    """D's normalization. ``layer`` normalizes each sample over all of (C, H, W)
+    with a per-channel gain and shift, as the WGAN-GP code's Layernorm
+    (Gulrajani et al. 2017, Sec. 4: a critic under a gradient penalty must not
+    use batch norm, which couples the samples of a batch)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels) if image else nn.BatchNorm1d(channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels) if image else nn.LayerNorm(channels)
+    return nn.Identity()
 
 
 class Generator(base.Generator):
@@ -77,39 +99,54 @@ class Generator(base.Generator):
 class Discriminator(base.Discriminator):
     RESOLUTIONS = tuple(_LAYOUT)
 
-    def __init__(self, data_shape, width: int = 64, leak: float = 0.2):
+    def __init__(
+        self,
+        data_shape,
+        width: int = 64,
+        leak: float = 0.2,
+        pack: int = 1,
+        norm: str = "batch",
+        minibatch_features: int = 0,
+    ):
         super().__init__(data_shape)
+        # Salimans et al. 2016, Sec. 3.2: minibatch discrimination before the head
+        minibatch = check_minibatch_features(minibatch_features)
+        self.pack = check_pack(pack)
+        base.check_choice("model.D.norm", norm, D_NORMS)
         if (why := self.check_data(self.data_shape, 0)) is not None:
             raise ConfigError(why)
         if width < 1:
             raise ConfigError(f"model.width must be >= 1, got {width}")
+        bias = norm == "none"  # a norm layer's shift makes the conv's bias redundant
         if len(self.data_shape) == 1:
             h = 4 * width
             self.trunk = nn.Sequential(
-                nn.Linear(self.data_shape[0], h), nn.LeakyReLU(leak, True),
-                nn.Linear(h, h, bias=False), nn.BatchNorm1d(h), nn.LeakyReLU(leak, True),
+                nn.Linear(self.data_shape[0] * self.pack, h), nn.LeakyReLU(leak, True),
+                nn.Linear(h, h, bias=bias), _d_norm(norm, h, image=False), nn.LeakyReLU(leak, True),
             )  # fmt: skip
-            self.head = nn.Linear(h, 1)
+            self.head = MinibatchHead(h, minibatch) if minibatch else nn.Linear(h, 1)
             base.dcgan_init(self)
             return
         channels, res, _ = self.data_shape
         start, stages = _LAYOUT[res]
         ch = width
         layers: list[nn.Module] = [
-            nn.Conv2d(channels, ch, 4, 2, 1, bias=False),
+            nn.Conv2d(channels * self.pack, ch, 4, 2, 1, bias=False),
             nn.LeakyReLU(leak, True),
         ]
         for _ in range(stages - 1):
             layers += [
-                nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(ch * 2),
+                nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=bias),
+                _d_norm(norm, ch * 2, image=True),
                 nn.LeakyReLU(leak, True),
             ]
             ch *= 2
         self.trunk = nn.Sequential(*layers)
         self.head = nn.Conv2d(ch, 1, start, 1, 0, bias=False)  # one logit from the last feature map
+        if minibatch:
+            self.head = MinibatchHead(ch * start * start, minibatch)
         base.dcgan_init(self)
 
     def forward_features(self, x: torch.Tensor, c: torch.Tensor | None = None):
-        h = self.trunk(x)
-        return self.head(h).view(x.shape[0]), h.flatten(1)
+        h = self.trunk(pack_samples(x, self.pack))
+        return self.head(h).view(h.shape[0]), h.flatten(1)

@@ -181,3 +181,41 @@ class DBlock(nn.Module):
             if self.downsample:
                 s = F.avg_pool2d(s, 2)
         return h + s
+
+
+INIT_SCHEMES = ("ortho", "xavier", "normal")
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module, scheme: str) -> None:
+    """Re-initialise every conv, linear and embedding weight of ``module``:
+    ``ortho`` (Saxe et al. 2014; BigGAN, Brock et al. 2018, App. B), ``xavier``
+    (uniform Glorot, the SN-GAN/SAGAN reference code) or ``normal`` (N(0, 0.02)).
+    Biases become 0. The class tables of ``ConditionalBatchNorm2d`` keep their
+    identity start (gain 1, bias 0). Spectrally normalised layers get their power
+    iteration restarted on the new weight, so sigma is right from the first step."""
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"init scheme {scheme!r} is not one of {', '.join(INIT_SCHEMES)}")
+    keep = {
+        id(m)
+        for cbn in module.modules()
+        if isinstance(cbn, ConditionalBatchNorm2d) and cbn.num_classes > 0
+        for m in (cbn.gain, cbn.bias)
+    }
+    for m in module.modules():
+        if not isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)) or id(m) in keep:
+            continue
+        parametrized = nn.utils.parametrize.is_parametrized(m, "weight")
+        w = m.parametrizations.weight.original if parametrized else m.weight
+        if scheme == "ortho":
+            nn.init.orthogonal_(w)
+        elif scheme == "xavier":
+            nn.init.xavier_uniform_(w)
+        else:
+            nn.init.normal_(w, 0.0, 0.02)
+        if getattr(m, "bias", None) is not None:
+            nn.init.zeros_(m.bias)
+        if parametrized:
+            for p in m.parametrizations.weight:
+                if hasattr(p, "_power_method") and w.ndim > 1:
+                    p._power_method(p._reshape_weight_to_matrix(w), 15)

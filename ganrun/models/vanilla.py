@@ -6,6 +6,11 @@ bounded to [-1, 1]). D: maxout hidden layers (Goodfellow et al. 2013) with dropo
 logit out. Sizes follow the paper's MNIST reference code (1200-unit G layers;
 240 maxout units x 5 pieces in D) and scale with ``width`` (G's units; D gets
 width/5 units of ``pieces`` pieces). Works on images (flattened) and on points.
+
+Options for other papers' MLPs: ``batch_norm`` (BatchNorm before G's ReLUs) and
+``init_std`` (N(0, std) weights instead of the reference code's uniform ranges)
+give the 2-D networks of VEEGAN/PacGAN (conf/model/pacgan_mlp.yaml); D's
+``pack`` is PacGAN's packing (ganrun/models/packing.py).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from torch import nn
 
 from ganrun.errors import ConfigError
 from ganrun.models import base
+from ganrun.models.minibatch import MinibatchHead, check_minibatch_features
+from ganrun.models.packing import check_pack, pack_samples
 
 
 class Maxout(nn.Module):
@@ -36,7 +43,23 @@ def _uniform_init(module: nn.Module, irange: float) -> None:
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.uniform_(m.weight, -irange, irange)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def _init(module: nn.Module, irange: float, std: float | None) -> None:
+    """The reference code's uniform init, or N(0, std) weights when ``std`` is set
+    (BatchNorm scales start at 1, as in the VEEGAN/PacGAN code)."""
+    if std is None:
+        _uniform_init(module, irange)
+        return
+    if not std > 0:
+        raise ConfigError(f"init_std must be > 0 (or null for the uniform init), got {std}")
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 class Generator(base.Generator):
@@ -47,6 +70,8 @@ class Generator(base.Generator):
         width: int = 1200,
         depth: int = 2,
         z_dist: str = "normal",
+        batch_norm: bool = False,
+        init_std: float | None = None,
     ):
         super().__init__(z_dim, data_shape, z_dist)
         if width < 1 or depth < 1:
@@ -57,13 +82,16 @@ class Generator(base.Generator):
         layers: list[nn.Module] = []
         d = z_dim
         for _ in range(depth):
-            layers += [nn.Linear(d, width), nn.ReLU(True)]
+            if batch_norm:  # BatchNorm's shift makes the layer's bias redundant
+                layers += [nn.Linear(d, width, bias=False), nn.BatchNorm1d(width), nn.ReLU(True)]
+            else:
+                layers += [nn.Linear(d, width), nn.ReLU(True)]
             d = width
         layers += [nn.Linear(d, out)]
         if len(self.data_shape) == 3:
             layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
-        _uniform_init(self, 0.05)
+        _init(self, 0.05, init_std)
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(z).view(z.shape[0], *self.data_shape)
@@ -78,8 +106,14 @@ class Discriminator(base.Discriminator):
         pieces: int = 5,
         dropout_input: float = 0.2,
         dropout_hidden: float = 0.5,
+        pack: int = 1,
+        init_std: float | None = None,
+        minibatch_features: int = 0,
     ):
         super().__init__(data_shape)
+        self.pack = check_pack(pack)
+        # Salimans et al. 2016, Sec. 3.2: minibatch discrimination before the head
+        minibatch = check_minibatch_features(minibatch_features)
         units = width // pieces if pieces > 0 else 0
         if units < 1 or depth < 1:
             raise ConfigError(
@@ -89,14 +123,14 @@ class Discriminator(base.Discriminator):
             if not 0.0 <= p < 1.0:
                 raise ConfigError(f"model.D.{name} must be in [0, 1), got {p}")
         layers: list[nn.Module] = [nn.Flatten(), nn.Dropout(dropout_input)]
-        d = math.prod(self.data_shape)
+        d = math.prod(self.data_shape) * self.pack
         for _ in range(depth):
             layers += [Maxout(d, units, pieces), nn.Dropout(dropout_hidden)]
             d = units
         self.trunk = nn.Sequential(*layers)
-        self.head = nn.Linear(d, 1)
-        _uniform_init(self, 0.005)
+        self.head = MinibatchHead(d, minibatch) if minibatch else nn.Linear(d, 1)
+        _init(self, 0.005, init_std)
 
     def forward_features(self, x: torch.Tensor, c: torch.Tensor | None = None):
-        h = self.trunk(x)
-        return self.head(h).view(x.shape[0]), h
+        h = self.trunk(pack_samples(x.flatten(1), self.pack))
+        return self.head(h).view(h.shape[0]), h
