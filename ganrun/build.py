@@ -159,6 +159,12 @@ def validate(cfg: DictConfig) -> None:
     ):
         if t[key] < 1:
             raise ConfigError(f"trainer.{key} must be >= 1, got {t[key]}")
+    if t.n_critic_warmup is not None and t.n_critic_warmup < 1:
+        raise ConfigError(
+            f"trainer.n_critic_warmup must be >= 1 (or null), got {t.n_critic_warmup}"
+        )
+    if t.n_critic_warmup_steps < 0 or t.n_critic_warmup_every < 0:
+        raise ConfigError("trainer.n_critic_warmup_steps and n_critic_warmup_every must be >= 0")
     if t.ema_decay is not None and t.ema_halflife_kimg is not None:
         raise ConfigError("set trainer.ema_decay or trainer.ema_halflife_kimg, not both")
     if t.ema_decay is not None and not 0.0 <= t.ema_decay < 1.0:
@@ -166,6 +172,10 @@ def validate(cfg: DictConfig) -> None:
     if t.ema_halflife_kimg is not None and not t.ema_halflife_kimg > 0:
         raise ConfigError(f"trainer.ema_halflife_kimg must be > 0, got {t.ema_halflife_kimg}")
     resolve_device(t.device)
+    # cheap to build, and building checks values and pairings (e.g. a regularizer
+    # that needs a logistic loss) before a run dir exists
+    build_objective(cfg, classes)
+    build_optimizer(cfg)
 
 
 def _omegaconf_message(e: OmegaConfBaseException) -> str:

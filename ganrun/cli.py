@@ -28,11 +28,28 @@ COMMANDS = {
         "sample",
         "write samples: ganrun sample ckpt=<run dir> n=64 out=grid.png",
     ),
+    "eval": (
+        "ganrun.commands.eval",
+        "evaluate",
+        "score checkpoints: ganrun eval ckpt=<run dir> metrics=[fid,is,kid,prc] n=10000",
+    ),
+    "fit-evaluator": (
+        "ganrun.commands.fit_evaluator",
+        "fit_evaluator",
+        "fit the offline evaluator: ganrun fit-evaluator dataset=mnist_embedded",
+    ),
+    "fetch-weights": (
+        "ganrun.commands.fetch_weights",
+        "fetch_weights",
+        "download and verify the InceptionV3 weights for IS/FID/KID",
+    ),
 }
+# commands whose top config file is not named after them (conf/<name>.yaml)
+CONFIG_NAMES = {name: config for name, (_, config, _) in COMMANDS.items()}
 
 USAGE = (
     "usage: ganrun <command> [key=value ...] [-m] [--help] [--cfg job]\n\ncommands:\n"
-    + "\n".join(f"  {name:<8} {text}" for name, (_, _, text) in COMMANDS.items())
+    + "\n".join(f"  {name:<14} {text}" for name, (_, _, text) in COMMANDS.items())
 )
 
 # Flags after which Hydra does something other than run the job, or which change
@@ -141,6 +158,8 @@ def _compose(config_name: str, overrides: list[str]):
 
     from ganrun.paths import conf_dir
 
+    config_name = CONFIG_NAMES.get(config_name, config_name)
+
     with initialize_config_dir(
         config_dir=str(conf_dir()), version_base="1.3", job_name=config_name
     ):
@@ -186,6 +205,11 @@ def preflight(command: str, args: list[str]) -> list[str]:
 
                 cfg, _, _ = prepare(cfg, job)
                 validate(cfg)
+                from ganrun.metrics.hook import check_train_eval
+
+                check_train_eval(cfg)
+            elif command in ("eval", "fit-evaluator"):
+                importlib.import_module(COMMANDS[command][0]).check(cfg)
             elif command == "sample":
                 from ganrun import checkpoint as ckpt
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 @dataclass
@@ -22,6 +22,11 @@ class TrainerConfig:
     steps: int = 3000  # generator steps
     batch_size: int = 64
     n_critic: int = 1  # discriminator steps per generator step (k in Goodfellow et al., Alg. 1)
+    # extra critic training as data (WGAN's reference code: 100 critic steps for the first
+    # 25 generator steps and every 500th); null = off
+    n_critic_warmup: Optional[int] = None
+    n_critic_warmup_steps: int = 0  # the first N generator steps get n_critic_warmup
+    n_critic_warmup_every: int = 0  # ... and every M-th generator step (0 = never)
     device: str = "auto"  # auto = cuda if available, else mps, else cpu
     checkpoint_every: int = (
         1000  # generator steps between checkpoints (one is always written at the end)
@@ -45,6 +50,30 @@ class LoggerConfig:
 
 
 @dataclass
+class EvalSettingsBase:
+    """What to measure and how: shared by `eval` (during training) and `ganrun eval`."""
+
+    metrics: list[str] = field(default_factory=list)  # fid, is, kid, prc, modes; [] = off
+    n: int = 10000  # generated images for fid/is/kid/prc
+    n_real: Optional[int] = None  # reference images: null = the whole split
+    n_modes: Optional[int] = None  # samples for modes: null = 2,500 (2-D) / 26,000 (images)
+    features: str = "inception-v3-compat"  # or a fitted evaluator (ganrun fit-evaluator)
+    split: Optional[str] = "test"  # reference split; null = the training split
+    inception_weights: Optional[str] = None  # local weights file (else $GANRUN_INCEPTION_WEIGHTS)
+    cache_dir: Optional[str] = None  # null = $GANRUN_CACHE or ~/.cache/ganrun
+    batch_size: int = 64
+    seed: int = 0  # latents of the generated samples, and the real subset with n_real
+    classifier: str = "mnist-classifier"  # modes on images (stacked MNIST): the fitted classifier
+
+
+@dataclass
+class EvalConfig(EvalSettingsBase):
+    every: int = 5000  # generator steps between evaluations (also at the last step)
+    best: Optional[str] = "fid"  # score that picks checkpoints/best.pt (null = none)
+    required: bool = True  # false: a metric that cannot run is skipped with one warning
+
+
+@dataclass
 class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -53,6 +82,7 @@ class TrainConfig:
     optimizer: Any = MISSING
     dataset: Any = MISSING
     regularizer: Any = field(default_factory=dict)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     resume: Optional[str] = None  # run dir or checkpoint file to continue
 
@@ -68,13 +98,70 @@ class SampleConfig:
     )
     per_image: bool = False  # write n single PNGs into the folder `out`
     interpolate: bool = False  # rows of spherical interpolations between random latent pairs
-    steps: int = 8  # interpolation points per row (with interpolate=true)
+    steps: int = 8  # points per row with interpolate=true, or traverse=true on a continuous code
+    # class-conditional models: all samples of this class (default: one row per class)
+    class_idx: Optional[int] = None
+    traverse: bool = False  # latent-code models (infogan): vary one code along each row
+    code: int = 0  # with traverse: which code (categorical codes first, then continuous)
+    traverse_range: float = 2.0  # continuous codes vary over [-range, range] (InfoGAN Fig. 2)
     truncation: Optional[float] = None  # truncation trick threshold (models with a normal prior)
+    # (StyleGAN: psi in W, w' = w_avg + psi (w - w_avg))
+    # style-based models (stylegan): the style-mixing grid of Karras et al. 2019, Fig. 3
+    mixing: bool = False
+    mixing_columns: int = 5  # source A images across the top
+    mixing_rows: int = 2  # source B rows for each of the coarse, middle and fine groups
     use_ema: bool = True  # sample from G_ema when the checkpoint has one
     device: str = "auto"
 
 
+@dataclass
+class EvaluateConfig(EvalSettingsBase):
+    """ganrun eval: the scores of one or more checkpoints."""
+
+    ckpt: Any = MISSING  # run dir or checkpoint file, or a list of them
+    metrics: list[str] = field(default_factory=lambda: ["fid", "is", "kid", "prc"])
+    out: Optional[str] = None  # JSON file; default: <run dir>/eval/<checkpoint>.json
+    history: bool = False  # also tabulate the run's metrics.jsonl (training-time evaluations)
+    use_ema: bool = True  # G_ema when the checkpoint has one
+    truncation: Optional[float] = None
+    device: str = "auto"
+
+
+@dataclass
+class FitEvaluatorConfig:
+    """ganrun fit-evaluator: a classifier for offline IS/FID/KID and mode counting."""
+
+    dataset: Any = MISSING
+    name: str = "mnist-classifier"  # eval.features=<name> uses it
+    out: Optional[str] = None  # default: <cache_dir>/evaluators/<name>.pt
+    cache_dir: Optional[str] = None
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 0.003
+    width: int = 32
+    feature_dim: int = 128
+    held_out_split: str = "test"
+    min_accuracy: float = 0.98  # refuse to save a weaker classifier
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class FetchWeightsConfig:
+    out: Optional[str] = None  # default: torch.hub's cache, where torch-fidelity looks
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
+    cs.store(name="fit_evaluator_schema", node=FitEvaluatorConfig)
+    cs.store(name="fetch_weights_schema", node=FetchWeightsConfig)
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="sample_schema", node=SampleConfig)
+    # `${scale:${model.width},1,6}` = width * 1 // 6: lets a recipe size every layer
+    # from model.width (the one knob that scales both networks) in its paper's ratios
+    OmegaConf.register_new_resolver("scale", _scale, replace=True)
+
+
+def _scale(value: int, num: int, den: int = 1) -> int:
+    return int(value) * int(num) // int(den)

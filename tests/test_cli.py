@@ -154,7 +154,9 @@ def test_unknown_command(tmp_path):
 
 def test_hydra_help_and_cfg(tmp_path):
     r = ganrun("train", "--help", cwd=tmp_path)
-    assert r.returncode == 0 and "model: dcgan, vanilla" in r.stdout
+    assert r.returncode == 0
+    listed = next(ln for ln in r.stdout.splitlines() if ln.startswith("model: "))
+    assert {"dcgan", "vanilla", "wgan_gp", "stylegan"} <= set(listed[7:].split(", "))
     r = ganrun("train", "model=vanilla", "--cfg", "job", cwd=tmp_path)
     assert r.returncode == 0 and "_target_: ganrun.optim.SGD" in r.stdout
     assert not (tmp_path / "outputs").exists()
@@ -170,3 +172,42 @@ def test_multirun_sweep_runs_all_jobs(tmp_path):
     assert len(jobs) == 4
     for job in jobs:
         assert (job / "checkpoints" / "step-00000002.pt").is_file(), job
+
+
+def test_sigterm_checkpoints_and_resume_continues(tmp_path):
+    """A preempted job (SIGTERM) writes a checkpoint at the step it reached and exits;
+    `resume=` continues from there."""
+    import signal
+    import time
+
+    from ganrun import checkpoint as ckpt
+
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [
+        ganrun_exe(),
+        "train",
+        *TINY,
+        "trainer.steps=100000",
+        "trainer.checkpoint_every=1000000",
+    ]
+    args += ["trainer.log_every=1", "logger.tensorboard=false", f"hydra.run.dir={run}"]
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.time() + 120
+        for line in proc.stdout:  # wait until training is under way
+            if "step 3/" in line or time.time() > deadline:
+                break
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert "continue with: ganrun train resume=" in out
+    (step, path), *_ = reversed(ckpt.step_checkpoints(run / "checkpoints"))
+    assert 3 <= step < 100000
+    r = ganrun("train", f"resume={run}", f"trainer.steps={step + 2}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert ckpt.step_checkpoints(run / "checkpoints")[-1][0] == step + 2

@@ -343,7 +343,7 @@ def test_recipe_values_reach_the_regularizer():
             ["regularizer=[label_smoothing,feature_matching,historical_averaging]"],
             ["reg/label_smoothing", "reg/feature_matching", "reg/historical_averaging"],
         ),
-        (["regularizer=[r1]", "loss=fgan_js", "+model.D.minibatch_features=4"], ["reg/r1"]),
+        (["regularizer=[r1]", "loss=fgan_js", "model.D.minibatch_features=4"], ["reg/r1"]),
     ],
 )
 def test_regularizers_compose_and_train(tmp_path, extra, terms):

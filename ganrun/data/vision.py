@@ -27,13 +27,18 @@ def _open(name: str, make, expected: str, download: bool):
     """Build a torchvision dataset; turn 'not found' and download failures into one line."""
     try:
         return make()
-    except (RuntimeError, OSError) as e:  # torchvision: RuntimeError('Dataset not found...'); URLError is an OSError
+    except (
+        RuntimeError,
+        OSError,
+    ) as e:  # torchvision: RuntimeError('Dataset not found...'); URLError is an OSError
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if download:
             raise DataError(
                 f"could not download {name} ({msg}); with no network, put {expected} (or copy it from a machine that has it)"
             ) from None
-        raise DataError(f"{name} not found: put {expected}, or set dataset.download=true to fetch it") from None
+        raise DataError(
+            f"{name} not found: put {expected}, or set dataset.download=true to fetch it"
+        ) from None
 
 
 class _TorchvisionArrays(ArraySource):
@@ -42,7 +47,15 @@ class _TorchvisionArrays(ArraySource):
     NAME = ""
     SPLITS = ("train", "test")
 
-    def __init__(self, root: str = "data", download: bool = False, resolution: int = 28, channels: int = 1, split: str = "train", labels: bool = True):
+    def __init__(
+        self,
+        root: str = "data",
+        download: bool = False,
+        resolution: int = 28,
+        channels: int = 1,
+        split: str = "train",
+        labels: bool = True,
+    ):
         super().__init__(resolution, channels, labels)
         _check_split(split, self.SPLITS)
         self.root, self.download, self.split = str(root), bool(download), split
@@ -59,7 +72,9 @@ class _TorchvisionArrays(ArraySource):
 
     def check(self):
         if not self.download and not all(p.exists() for p in self.required_paths()):
-            raise DataError(f"{self.NAME} not found: put {self.expected_files()}, or set dataset.download=true to fetch it")
+            raise DataError(
+                f"{self.NAME} not found: put {self.expected_files()}, or set dataset.download=true to fetch it"
+            )
 
     def make(self):
         raise NotImplementedError
@@ -68,17 +83,26 @@ class _TorchvisionArrays(ArraySource):
         ds = _open(self.NAME, self.make, self.expected_files(), self.download)
         data = ds.data
         x = torch.as_tensor(np.asarray(data))
-        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # (N,H,W) or (N,H,W,C) -> (N,C,H,W)
+        x = (
+            x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        )  # (N,H,W) or (N,H,W,C) -> (N,C,H,W)
         y = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
         return x.to(torch.uint8), y
 
     def describe(self):
-        return f"{self.NAME} ({self.split}, {self.resolution}px, {self.channels}ch) from {self.root}"
+        return (
+            f"{self.NAME} ({self.split}, {self.resolution}px, {self.channels}ch) from {self.root}"
+        )
 
 
 class MNIST(_TorchvisionArrays):
     NAME = "MNIST"
-    _FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    _FILES = (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    )
 
     def _tv_class(self):
         import torchvision
@@ -109,7 +133,15 @@ class FashionMNIST(MNIST):
 class CIFAR10(_TorchvisionArrays):
     NAME = "CIFAR-10"
 
-    def __init__(self, root: str = "data", download: bool = False, resolution: int = 32, channels: int = 3, split: str = "train", labels: bool = True):
+    def __init__(
+        self,
+        root: str = "data",
+        download: bool = False,
+        resolution: int = 32,
+        channels: int = 3,
+        split: str = "train",
+        labels: bool = True,
+    ):
         super().__init__(root, download, resolution, channels, split, labels)
 
     def expected_files(self):
@@ -122,7 +154,9 @@ class CIFAR10(_TorchvisionArrays):
     def make(self):
         import torchvision
 
-        return torchvision.datasets.CIFAR10(self.root, train=self.split == "train", download=self.download)
+        return torchvision.datasets.CIFAR10(
+            self.root, train=self.split == "train", download=self.download
+        )
 
 
 class _ConvertMode:
@@ -141,7 +175,12 @@ def _image_transform(resolution: int, channels: int, center_crop: int | None = N
     steps = [_ConvertMode("RGB" if channels == 3 else "L")]
     if center_crop:
         steps.append(T.CenterCrop(center_crop))
-    steps += [T.Resize(resolution, antialias=True), T.CenterCrop(resolution), T.ToTensor(), T.Normalize([0.5] * channels, [0.5] * channels)]
+    steps += [
+        T.Resize(resolution, antialias=True),
+        T.CenterCrop(resolution),
+        T.ToTensor(),
+        T.Normalize([0.5] * channels, [0.5] * channels),
+    ]
     return T.Compose(steps)
 
 
@@ -169,11 +208,23 @@ class CelebA(StreamSource):
         "list_landmarks_align_celeba.txt",
     )
 
-    def __init__(self, root: str = "data", download: bool = False, resolution: int = 64, channels: int = 3, split: str = "train", center_crop: int = 140):
+    def __init__(
+        self,
+        root: str = "data",
+        download: bool = False,
+        resolution: int = 64,
+        channels: int = 3,
+        split: str = "train",
+        center_crop: int = 140,
+    ):
         check_image_args(resolution, channels)
         _check_split(split, self.SPLITS)
         self.root, self.download, self.split = str(root), bool(download), split
-        self.resolution, self.channels, self.center_crop = int(resolution), int(channels), int(center_crop)
+        self.resolution, self.channels, self.center_crop = (
+            int(resolution),
+            int(channels),
+            int(center_crop),
+        )
 
     @property
     def data_shape(self):
@@ -185,7 +236,9 @@ class CelebA(StreamSource):
     def check(self):
         folder = Path(self.root) / "celeba"
         if not self.download and not all((folder / f.rstrip("/")).exists() for f in self.FILES):
-            raise DataError(f"CelebA not found: put {self._expected()}, or set dataset.download=true to fetch it")
+            raise DataError(
+                f"CelebA not found: put {self._expected()}, or set dataset.download=true to fetch it"
+            )
 
     def make_dataset(self):
         import torchvision
@@ -194,14 +247,18 @@ class CelebA(StreamSource):
         tf = _image_transform(self.resolution, self.channels, self.center_crop)
         ds = _open(
             "CelebA",
-            lambda: torchvision.datasets.CelebA(self.root, split=self.split, target_type=[], transform=tf, download=self.download),
+            lambda: torchvision.datasets.CelebA(
+                self.root, split=self.split, target_type=[], transform=tf, download=self.download
+            ),
             expected,
             self.download,
         )
         return _Unlabelled(ds)
 
     def describe(self):
-        return f"CelebA ({self.split}, crop {self.center_crop}, {self.resolution}px) from {self.root}"
+        return (
+            f"CelebA ({self.split}, crop {self.center_crop}, {self.resolution}px) from {self.root}"
+        )
 
 
 class _Files(torch.utils.data.Dataset):
@@ -225,7 +282,12 @@ class ImageFolder(StreamSource):
 
     def __init__(self, root: str, resolution: int = 64, channels: int = 3, labels: bool = False):
         check_image_args(resolution, channels)
-        self.root, self.resolution, self.channels, self.labels = str(root), int(resolution), int(channels), bool(labels)
+        self.root, self.resolution, self.channels, self.labels = (
+            str(root),
+            int(resolution),
+            int(channels),
+            bool(labels),
+        )
         self._index: tuple[list[Path], list[int], list[str]] | None = None
 
     @property
@@ -236,16 +298,30 @@ class ImageFolder(StreamSource):
         if self._index is None:
             root = Path(self.root).expanduser()
             if not root.is_dir():
-                raise DataError(f"dataset.root={self.root} is not a folder: point dataset.root at a folder of images")
-            files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+                raise DataError(
+                    f"dataset.root={self.root} is not a folder: point dataset.root at a folder of images"
+                )
+            files = sorted(
+                p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+            )
             if not files:
-                raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under dataset.root={self.root}")
+                raise DataError(
+                    f"no images ({', '.join(IMAGE_EXTENSIONS)}) under dataset.root={self.root}"
+                )
             classes: list[str] = []
             labels = [-1] * len(files)
             if self.labels:
-                classes = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
+                classes = sorted(
+                    {
+                        p.relative_to(root).parts[0]
+                        for p in files
+                        if len(p.relative_to(root).parts) > 1
+                    }
+                )
                 if len(classes) < 2:
-                    raise DataError(f"labels=true needs images in at least two subfolders of {self.root} (one per class)")
+                    raise DataError(
+                        f"labels=true needs images in at least two subfolders of {self.root} (one per class)"
+                    )
                 lookup = {c: i for i, c in enumerate(classes)}
                 files = [p for p in files if len(p.relative_to(root).parts) > 1]
                 labels = [lookup[p.relative_to(root).parts[0]] for p in files]
@@ -258,7 +334,9 @@ class ImageFolder(StreamSource):
 
     def check(self):
         if not Path(self.root).expanduser().is_dir():
-            raise DataError(f"dataset.root={self.root} is not a folder: point dataset.root at a folder of images")
+            raise DataError(
+                f"dataset.root={self.root} is not a folder: point dataset.root at a folder of images"
+            )
 
     def make_dataset(self):
         files, labels, _ = self._scan()

@@ -70,6 +70,31 @@ class _StopFlag:
         return False
 
 
+def critic_steps(t, step: int) -> int:
+    """D steps at generator step ``step``: ``n_critic``, or ``n_critic_warmup`` during the
+    first ``n_critic_warmup_steps`` steps and every ``n_critic_warmup_every``-th step."""
+    boost = t.n_critic_warmup
+    if boost is not None and (
+        step < t.n_critic_warmup_steps
+        or (t.n_critic_warmup_every > 0 and step % t.n_critic_warmup_every == 0)
+    ):
+        return int(boost)
+    return int(t.n_critic)
+
+
+def batches_before(t, step: int) -> int:
+    """Real batches D has consumed before generator step ``step`` (where a resumed
+    run's data stream starts)."""
+    base = step * int(t.n_critic)
+    if t.n_critic_warmup is None:
+        return base
+    first = min(step, int(t.n_critic_warmup_steps))
+    every = int(t.n_critic_warmup_every)
+    # boosted steps: the first `first`, plus multiples of `every` in [first, step)
+    later = (-(-step // every) - -(-first // every)) if every > 0 and step > first else 0
+    return base + (first + later) * (int(t.n_critic_warmup) - int(t.n_critic))
+
+
 class Trainer:
     def __init__(
         self,
@@ -222,11 +247,11 @@ class Trainer:
                 "config", "```\n" + OmegaConf.to_yaml(self.cfg, resolve=True) + "\n```", 0
             )
 
-        n_critic, batch = int(t.n_critic), int(t.batch_size)
+        batch = int(t.batch_size)
         stream = b.data.batches(
             batch,
             int(self.cfg.seed),
-            start=self.step * n_critic,
+            start=batches_before(t, self.step),
             device=self.device,
             num_workers=int(t.num_workers),
         )
@@ -250,7 +275,7 @@ class Trainer:
 
                 # ---- discriminator: n_critic steps
                 b.D.requires_grad_(True)
-                for _ in range(n_critic):
+                for _ in range(critic_steps(t, step)):
                     real, real_c = next(stream)
                     loss, stats = b.objective.d_loss(b.G, b.D, real, real_c, step)
                     b.opt_d.zero_grad(set_to_none=True)
@@ -288,9 +313,10 @@ class Trainer:
                     ):
                         log.warning("non-finite loss at step %d: %s", self.step, values)
                     dt = max(now - interval_start, 1e-9)
-                    values["perf/img_per_s"] = (self.step - interval_step) * batch * n_critic / dt
+                    seen = batches_before(t, self.step) - batches_before(t, interval_step)
+                    values["perf/img_per_s"] = seen * batch / dt
                     values["perf/steps_per_s"] = (self.step - interval_step) / dt
-                    values["perf/kimg"] = self.step * batch * n_critic / 1000.0
+                    values["perf/kimg"] = batches_before(t, self.step) * batch / 1000.0
                     values["lr/g"] = b.opt_g.param_groups[0]["lr"]
                     values["lr/d"] = b.opt_d.param_groups[0]["lr"]
                     self.writer.scalars(values, self.step)
