@@ -56,6 +56,11 @@ CLASSIFIER_SIDE = 28  # the MNIST evaluator reads 28x28 digits
 Classifier = Callable[[torch.Tensor], torch.Tensor]
 
 
+def supports(data: DataSource) -> bool:
+    """Whether the dataset has countable modes (the 2-D mixtures, stacked MNIST)."""
+    return isinstance(data, (Mixture, StackedMNIST))
+
+
 def n_modes(data: DataSource) -> int:
     """How many modes the dataset has (8 ring, 25 grid, 1,000 stacked MNIST)."""
     return N_MODES if isinstance(data, StackedMNIST) else int(data.n_modes)
