@@ -172,6 +172,14 @@ def validate(cfg: DictConfig) -> None:
     if t.ema_halflife_kimg is not None and not t.ema_halflife_kimg > 0:
         raise ConfigError(f"trainer.ema_halflife_kimg must be > 0, got {t.ema_halflife_kimg}")
     resolve_device(t.device)
+    regs = cfg.get("regularizer") or {}
+    if "info" in regs and not (
+        hasattr(get_class(cfg.model.G._target_), "split_latent")
+        and hasattr(get_class(cfg.model.D._target_), "q_posterior")
+    ):
+        raise ConfigError(
+            "regularizer=info needs a model with latent codes and a Q head (model=infogan)"
+        )
     # cheap to build, and building checks values and pairings (e.g. a regularizer
     # that needs a logistic loss) before a run dir exists
     build_objective(cfg, classes)

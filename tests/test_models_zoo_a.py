@@ -495,11 +495,13 @@ def test_bad_combinations_fail_before_building(overrides, message):
 
 
 def test_info_regularizer_on_another_model_is_one_line(tmp_path):
+    cfg = compose_config(
+        tiny_overrides("dcgan", "mnist_embedded", "regularizer=[info]", "model.width=4")
+    )
+    # refused by validate, i.e. before Hydra creates a run dir
     with pytest.raises(ConfigError, match=r"regularizer=info needs .* \(model=infogan\)"):
-        run_train(
-            tmp_path,
-            tiny_overrides("dcgan", "mnist_embedded", "regularizer=[info]", "model.width=4"),
-        )
+        validate(cfg)
+    validate(compose_config(tiny_overrides("infogan", "mnist_embedded")))
 
 
 def test_build_objective_makes_the_info_regularizer():
