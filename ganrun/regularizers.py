@@ -16,7 +16,7 @@ Objective adds them to the phase's loss (times ``interval`` for lazy ones).
                            discrimination, Sec. 3.2, is an architecture option:
                            ``model.D.minibatch_features``, ganrun/models/minibatch.py.)
 
-Deviations from the papers (also in docs/_fragments/objectives.md):
+Deviations from the papers (also in docs/OBJECTIVES.md):
 
 * Packed discriminators (PacGAN) return one output per pack; gradient norms
   (GP, R1) are taken per D output, i.e. over the whole packed input, and GP
