@@ -1,0 +1,117 @@
+"""The benchmark scripts in scripts/ run end to end (tiny settings, nothing timed)
+and compare like with like."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=cwd, timeout=300, env=env
+    )
+
+
+def _n(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_throughput_reference_is_the_same_dcgan_as_ganruns():
+    """The speed comparison is only fair if the hand-written loop trains the same
+    networks: same parameter count for G and D, same z size and batch."""
+    from ganrun.build import build
+
+    bt = _load("bench_throughput")
+    cfg = bt.compose(bt.DEFAULTS)
+    built = build(cfg)
+    G, D = bt.reference_models(int(cfg.model.z_dim), 64, 64, 3)
+    assert (_n(built.G), _n(built.D)) == (_n(G), _n(D))
+    assert tuple(built.data.data_shape) == (3, 64, 64)
+
+
+def test_bench_throughput_runs_and_writes_json(tmp_path):
+    out = tmp_path / "tp.json"
+    r = _run(
+        str(SCRIPTS / "bench_throughput.py"),
+        "--steps",
+        "1",
+        "--repeats",
+        "1",
+        "--json",
+        str(out),
+        "model.width=4",
+        "trainer.batch_size=4",
+        "dataset.resolution=32",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["batch"] == 4
+    assert len(result["runs"]["ganrun"]) == 1 and result["median"]["ganrun"] > 0
+    assert "reference" not in result["median"]
+
+
+@pytest.mark.parametrize("setup", ["gan", "pacgan4_ema"])
+def test_bench_modes_records_a_run_and_writes_the_report(tmp_path, setup):
+    results, report = tmp_path / "runs.jsonl", tmp_path / "RESULTS.md"
+    common = ["--results", str(results), "--out", str(report)]
+    r = _run(
+        str(SCRIPTS / "bench_modes.py"),
+        "--protocol",
+        "ring",
+        "--setups",
+        setup,
+        "--steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--set",
+        "model.width=8",
+        "--work-dir",
+        str(tmp_path / "work"),
+        *common,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [row["setup"] for row in rows] == ["data", setup]
+    run = rows[1]
+    assert [c["step"] for c in run["curve"]] == [2, 4]
+    assert set(run["metrics"]) == {"modes", "high_quality", "reverse_kl"}
+    assert 0 <= run["metrics"]["modes"] <= 8 and run["n_modes"] == 8
+    assert ("trainer.ema_decay=0.999" in run["overrides"]) == setup.endswith("_ema")
+    # the real data is the ceiling: every mode, ~98.9% high quality
+    assert rows[0]["metrics"]["modes"] == 8 and rows[0]["metrics"]["high_quality"] > 0.97
+    text = report.read_text()
+    assert "## ring" in text and f"| {setup} (model.width=8) | 4 | 1 |" in text
+    # hand-written findings below the marker survive a regeneration
+    bm = _load("bench_modes")
+    report.write_text(text + "\nmy finding\n")
+    r = _run(str(SCRIPTS / "bench_modes.py"), "--report-only", *common, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert bm.NOTES_MARKER in report.read_text() and "my finding" in report.read_text()
+
+
+def test_bench_modes_refuses_an_unknown_setup(tmp_path):
+    r = _run(
+        str(SCRIPTS / "bench_modes.py"), "--protocol", "grid", "--setups", "nope", cwd=tmp_path
+    )
+    assert r.returncode == 2 and "unknown setups ['nope']" in r.stderr
