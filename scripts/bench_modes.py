@@ -133,8 +133,14 @@ def run_one(job: dict) -> dict:
     probe = ModesProbe(job["eval_every"], classifier, seed=10_000 + int(cfg.seed))
     run_dir = Path(job["run_dir"])
     t0 = time.perf_counter()
-    Trainer(cfg, run_dir, built, hooks=[probe]).run()
+    trainer = Trainer(cfg, run_dir, built, hooks=[probe])
+    trainer.run()
     total = time.perf_counter() - t0
+    if trainer.step != job["steps"]:
+        # a SIGTERM / Ctrl-C makes the loop checkpoint and return early: not a result
+        raise SystemExit(
+            f"{run_dir.name} stopped at step {trainer.step} of {job['steps']}; not recorded"
+        )
     final = probe.curve[-1]
     return {
         **{k: job[k] for k in ("protocol", "setup", "seed", "steps", "extra", "command")},
