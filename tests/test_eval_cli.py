@@ -161,6 +161,33 @@ def test_inception_metrics_without_weights_fail_with_one_line(
     assert "expected 6726825d0af5f729" in err and str(bad) in err
 
 
+def test_train_with_fid_offline_fails_before_the_run_dir_exists(env, tmp_path, capsys, monkeypatch):
+    from ganrun.metrics import weights
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(sys, "argv", ["ganrun"])
+    monkeypatch.chdir(tmp_path)
+    calls = []
+
+    def offline(url, dest):
+        calls.append(url)
+        raise urllib.error.URLError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr(weights, "_download", offline)
+    args = ["train", *tiny_overrides("dcgan", "mnist_embedded", "eval=fid")]
+    err = _main_error(args, capsys)
+    assert len(calls) == 1 and "weights-inception-2015-12-05-6726825d.pth" in err
+    assert list(tmp_path.iterdir()) == []  # no run dir, no outputs/
+    # eval.required=false: the same run is allowed to start (and skips the metric)
+    from ganrun.metrics.hook import check_train_eval
+
+    check_train_eval(
+        compose_config(tiny_overrides("dcgan", "mnist_embedded", "eval=fid", "eval.required=false"))
+    )
+    assert len(calls) == 1
+
+
 def test_fit_evaluator_through_the_cli(env, tmp_path, monkeypatch, one_thread):  # noqa: F811
     from hydra.core.global_hydra import GlobalHydra
 

@@ -359,15 +359,21 @@ def test_settings_reject_bad_input():
 
 
 @pytest.mark.parametrize("option", group_options("eval"))
-def test_every_eval_option_composes_and_checks(option, cache):
+def test_every_eval_option_composes_and_checks(option, cache, monkeypatch):
+    from ganrun.metrics import weights
     from ganrun.metrics.evaluate import SCORES_OF
     from ganrun.metrics.hook import check_train_eval
 
     save_tiny_evaluator(cache)
+    fetched = []  # the Inception weights are located (or fetched) before the run starts
+    monkeypatch.setattr(
+        weights, "resolve_inception", lambda path=None, download=True: fetched.append(download)
+    )
 
     model, dataset = ("vanilla", "ring") if option == "modes" else ("dcgan", "mnist_embedded")
     cfg = compose_config(tiny_overrides(model, dataset, f"eval={option}"))
     check_train_eval(cfg)
+    assert fetched == ([True] if option == "fid" else [])  # the only Inception option
     if option != "none":
         assert cfg.eval.metrics and cfg.eval.every >= 1
         assert any(cfg.eval.best in SCORES_OF[m] for m in cfg.eval.metrics)

@@ -154,9 +154,11 @@ def check_reference(dataset_cfg: DictConfig, settings: Settings) -> None:
             raise ConfigError(f"split={settings.split}: {e}") from None
 
 
-def check_features(settings: Settings) -> None:
+def check_features(settings: Settings, fetch: bool = False) -> None:
     """The extractor is there: a fitted evaluator's file, or a local Inception file given
-    by eval.inception_weights / $GANRUN_INCEPTION_WEIGHTS (checked). Downloads nothing."""
+    by eval.inception_weights / $GANRUN_INCEPTION_WEIGHTS (checked). With ``fetch``
+    the standard Inception weights are also found in (or downloaded to) torch.hub's
+    cache now, so a training run without them fails before its run dir exists."""
     import os
 
     from ganrun.metrics import weights
@@ -166,8 +168,8 @@ def check_features(settings: Settings) -> None:
         return
     if settings.features != INCEPTION:
         resolve_features(settings.features, cache_dir=settings.cache_dir, download=False)
-    elif settings.inception_weights or os.environ.get(weights.ENV_VAR):
-        weights.resolve_inception(settings.inception_weights, download=False)
+    elif settings.inception_weights or os.environ.get(weights.ENV_VAR) or fetch:
+        weights.resolve_inception(settings.inception_weights, download=fetch)
 
 
 def check_modes(settings: Settings, data, need_files: bool = True) -> None:

@@ -217,7 +217,8 @@ def eval_settings(cfg: DictConfig) -> Settings | None:
 
 
 def check_train_eval(cfg: DictConfig) -> None:
-    """Checks of cfg.eval for preflight: no network, no real data read."""
+    """Checks of cfg.eval for preflight: no real data read. The one network access is
+    the Inception weights' download when they are required and not on disk yet."""
     settings = eval_settings(cfg)
     if settings is None:
         return
@@ -229,12 +230,12 @@ def check_train_eval(cfg: DictConfig) -> None:
     check_reference(cfg.dataset, settings)
     required = bool(cfg.eval.get("required", True))
     check_modes(settings, data, need_files=required)
-    if required:  # else a missing extractor is skipped with a warning at the start
-        check_features(settings)
     if cfg.eval.every < 1:
         raise ConfigError(f"eval.every must be >= 1, got {cfg.eval.every}")
     if cfg.eval.best is not None:
         best_score_name(str(cfg.eval.best), settings, kind)
+    if required:  # else a missing extractor is skipped with a warning at the start
+        check_features(settings, fetch=True)  # last: it may download
 
 
 def make_evaluator(
