@@ -30,8 +30,8 @@ The authors' public CIFAR-10 script (launch_cifar_ema.sh) disables attention
 
 Training settings live in conf/model/biggan.yaml (hinge loss, Adam 2e-4 / 2e-4
 with beta (0, 0.999), 4 D steps, batch 50, ortho reg 1e-4, EMA 0.9999 from step
-1000). The authors' CIFAR-10 script differs (batch 64, 1 D step, lr 1e-4 / 4e-4,
-no ortho reg, no attention, Xavier init); see docs/MODELS.md.
+1000), as in the authors' CIFAR-10 script; that script has no ortho reg, no
+attention, N(0, 0.02) init and no shared embedding / hierarchical z; see docs/MODELS.md.
 
 Deviations: G's class embedding has no spectral norm, as in the authors' code
 (they found SN on it harmful). Samples from the EMA generator use BatchNorm
