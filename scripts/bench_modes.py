@@ -54,15 +54,19 @@ def _pac_dcgan(m: int) -> list[str]:
 
 
 PROTOCOLS = {"ring": "ring", "grid": "grid", "stacked": "stacked_mnist"}
-# `_ema` setups: the same recipe with an exponential moving average of G's weights
-# (trainer.ema_decay, ganrun's option for any model; Yazici et al. 2019), which the
-# mode counts then read. Not part of PacGAN's protocol: an addition of ours.
+# Additions of ours, not part of PacGAN's protocol: `_ema` reads the mode counts from an
+# exponential moving average of G's weights (trainer.ema_decay, any model; Yazici et
+# al. 2019); `_lindecay` decays both learning rates linearly to 0 over the run
+# (optimizer.schedule=linear). Both are ganrun options applied to the shipped recipe.
 EMA = ["trainer.ema_decay=0.999"]
+LINDECAY = ["optimizer.schedule=linear"]
 MIXTURE_SETUPS = {
     "gan": _pac_mlp(1),
     **{f"pacgan{m}": _pac_mlp(m) for m in (2, 3, 4)},
     "gan_ema": _pac_mlp(1) + EMA,
     "pacgan4_ema": _pac_mlp(4) + EMA,
+    "gan_lindecay": _pac_mlp(1) + LINDECAY,
+    "pacgan4_lindecay": _pac_mlp(4) + LINDECAY,
 }
 SETUPS = {
     "ring": MIXTURE_SETUPS,
