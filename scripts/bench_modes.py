@@ -278,7 +278,9 @@ def write_report(rows: list[dict], out: Path) -> None:
         "",
         f"CPU runs, torch threads per run: {', '.join(map(str, threads)) or '—'}; wall time is"
         " per run (training plus the periodic mode counts) on a 2-core machine shared with",
-        "other jobs, so it overstates the cost on an idle machine.",
+        "other jobs, so it overstates the cost on an idle machine. A command above may have",
+        "been stopped before all of its runs finished; the tables count finished runs only",
+        "(the seeds column).",
         "",
     ]
     # hand-written findings below the marker survive a rewrite of the tables
