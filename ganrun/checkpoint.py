@@ -134,9 +134,15 @@ def plain(obj: Any, where: str = "checkpoint") -> Any:
     )
 
 
-def save(run_dir: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
-    path = step_path(run_dir, step)
+def write(path: Path, step: int, payload: dict[str, Any]) -> Path:
+    """A checkpoint file (format header + ``payload``) written atomically at ``path``."""
     atomic_save(plain({"format": FORMAT, "version": VERSION, "step": int(step), **payload}), path)
+    return Path(path)
+
+
+def save(run_dir: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
+    """A step checkpoint; keeps the newest ``keep`` of them."""
+    path = write(step_path(run_dir, step), step, payload)
     old = step_checkpoints(path.parent)
     for _, p in old[: max(0, len(old) - keep)]:
         p.unlink(missing_ok=True)

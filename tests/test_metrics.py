@@ -4,8 +4,6 @@ cache, weights checks, the offline classifier, and the training hook."""
 from __future__ import annotations
 
 import json
-import sys
-import types
 import urllib.error
 from pathlib import Path
 
@@ -386,9 +384,9 @@ def test_modes_metric_calls_mode_metrics(monkeypatch, cache):
         calls.append((samples.shape, type(data).__name__, classifier))
         return {"modes": 7, "high_quality": 0.5, "reverse_kl": 0.25, "kl": 0.125}
 
-    fake = types.ModuleType("ganrun.metrics.modes")
-    fake.mode_metrics = mode_metrics
-    monkeypatch.setitem(sys.modules, "ganrun.metrics.modes", fake)
+    from ganrun.metrics import modes
+
+    monkeypatch.setattr(modes, "mode_metrics", mode_metrics)
     cfg = compose_config(tiny_overrides("vanilla", "ring"))
     from ganrun.build import build_models
 

@@ -278,6 +278,22 @@ def test_eval_modes_during_training_on_ring(tmp_path):
     assert records[-1]["protocol"]["modes"]["n_generated"] == modes.POINT_SAMPLES
 
 
+def test_metrics_jsonl_kimg_counts_the_critic_warmup(tmp_path):
+    """kimg in metrics.jsonl is what D has seen: boosted D steps count (3 + 3, then 1 each)."""
+    warmup = ["trainer.n_critic=1", "trainer.n_critic_warmup=3", "trainer.n_critic_warmup_steps=2"]
+    overrides = tiny_overrides(
+        "vanilla", "ring", "eval=modes", "eval.every=2", "logger.tensorboard=false", *warmup
+    )
+    overrides = [o for o in overrides if not o.startswith("trainer.steps=")] + ["trainer.steps=4"]
+    run_train(tmp_path, overrides)
+    batch = compose_config(overrides).trainer.batch_size
+    records = _metric_records(tmp_path)
+    assert [(r["step"], r["kimg"]) for r in records] == [
+        (2, 6 * batch / 1000.0),
+        (4, 8 * batch / 1000.0),
+    ]
+
+
 def test_eval_modes_on_stacked_mnist_with_a_classifier_file(tmp_path):
     from ganrun.metrics.classifier import DigitClassifier, save_classifier
 

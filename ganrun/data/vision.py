@@ -27,10 +27,8 @@ def _open(name: str, make, expected: str, download: bool):
     """Build a torchvision dataset; turn 'not found' and download failures into one line."""
     try:
         return make()
-    except (
-        RuntimeError,
-        OSError,
-    ) as e:  # torchvision: RuntimeError('Dataset not found...'); URLError is an OSError
+    # torchvision raises RuntimeError('Dataset not found...'); URLError is an OSError
+    except (RuntimeError, OSError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if download:
             raise DataError(
@@ -83,9 +81,8 @@ class _TorchvisionArrays(ArraySource):
         ds = _open(self.NAME, self.make, self.expected_files(), self.download)
         data = ds.data
         x = torch.as_tensor(np.asarray(data))
-        x = (
-            x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-        )  # (N,H,W) or (N,H,W,C) -> (N,C,H,W)
+        # (N, H, W) or (N, H, W, C) -> (N, C, H, W)
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
         y = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
         return x.to(torch.uint8), y
 

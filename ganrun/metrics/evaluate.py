@@ -20,6 +20,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ganrun.errors import ConfigError, GanrunError
+from ganrun.metrics import modes
+from ganrun.metrics.sampling import generate
 
 log = logging.getLogger(__name__)
 
@@ -176,12 +178,7 @@ def check_modes(settings: Settings, data, need_files: bool = True) -> None:
     """``modes`` needs a dataset with known modes, and on images a fitted classifier."""
     if "modes" not in settings.metrics:
         return
-    try:
-        from ganrun.metrics import modes
-    except ImportError as e:
-        raise ConfigError(f"metric modes is not available in this install ({e})") from None
-    supports = getattr(modes, "supports", None)
-    if supports is not None and not supports(data):
+    if not modes.supports(data):
         raise ConfigError(
             "metric modes needs a dataset with known modes (ring, grid, stacked_mnist); "
             f"this one is {data.describe()}"
@@ -196,35 +193,6 @@ def check_modes(settings: Settings, data, need_files: bool = True) -> None:
                 f"classifier={name} is not fitted (no {path}): run "
                 f"`ganrun fit-evaluator dataset=mnist_embedded name={Path(name).stem}`"
             )
-
-
-def generate(
-    G: torch.nn.Module,
-    n: int,
-    *,
-    device: torch.device,
-    seed: int,
-    batch_size: int,
-    truncation: float | None = None,
-) -> torch.Tensor:
-    """``n`` samples from G (eval mode, fixed seed, balanced labels when conditional),
-    on the CPU, leaving the global RNG and G's mode untouched."""
-    was = G.training
-    devices = [device.index or 0] if device.type == "cuda" else []
-    g = torch.Generator().manual_seed(seed)
-    nc = int(getattr(G, "num_classes", 0) or 0)
-    out = []
-    with torch.random.fork_rng(devices=devices), torch.no_grad():
-        G.eval()
-        try:
-            for start in range(0, n, batch_size):
-                b = min(batch_size, n - start)
-                z = G.sample_z(b, device=device, generator=g, truncation=truncation)
-                c = (torch.arange(start, start + b, device=device) % nc) if nc else None
-                out.append(G(z, c).float().cpu())
-        finally:
-            G.train(was)
-    return torch.cat(out)
 
 
 class Evaluation:
@@ -345,7 +313,6 @@ class Evaluation:
         return scores, protocol
 
     def _modes(self, G, truncation):
-        mode_metrics = load_mode_metrics()
         image = self.data.kind == "image"
         n = self.s.n_modes or (MODES_N_IMAGES if image else MODES_N_POINTS)
         x = generate(
@@ -357,7 +324,7 @@ class Evaluation:
             truncation=truncation,
         )
         # images stay on the CPU; the mode counter moves batches to the classifier
-        got = mode_metrics(x, self.data, self.classifier) if image else mode_metrics(x, self.data)
+        got = modes.mode_metrics(x, self.data, self.classifier if image else None)
         label = _features_label(self.s.classifier) if image else None
         scores = {(f"{k}[{label}]" if label else k): float(v) for k, v in got.items()}
         proto = {
@@ -367,12 +334,3 @@ class Evaluation:
             "classifier_sha256": getattr(self, "classifier_sha", None) if image else None,
         }
         return scores, proto
-
-
-def load_mode_metrics():
-    """``ganrun.metrics.modes.mode_metrics`` (written alongside; imported on use)."""
-    try:
-        from ganrun.metrics.modes import mode_metrics
-    except ImportError as e:
-        raise ConfigError(f"metric modes is not available in this install ({e})") from None
-    return mode_metrics

@@ -88,10 +88,9 @@ class Evaluator(Hook):
         start = time.perf_counter()
         scores, protocol = self.evaluation.run(G)
         seconds = time.perf_counter() - start
-        kimg = trainer.step * int(trainer.t.batch_size) * int(trainer.t.n_critic) / 1000.0
         record = {
             "step": trainer.step,
-            "kimg": kimg,
+            "kimg": trainer.kimg,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "generator": "G_ema" if b.G_ema is not None else "G",
             "scores": scores,
@@ -138,10 +137,7 @@ class Evaluator(Hook):
         return value > self.best["value"] if up else value < self.best["value"]
 
     def _write_best(self, trainer: Trainer) -> None:
-        path = self.run_dir / ckpt.CKPT_DIR / BEST_FILE
-        payload = {"format": ckpt.FORMAT, "version": ckpt.VERSION, "step": trainer.step}
-        payload.update(trainer.state())
-        ckpt.atomic_save(ckpt.plain(payload), path)
+        path = ckpt.write(self.run_dir / ckpt.CKPT_DIR / BEST_FILE, trainer.step, trainer.state())
         log.info(
             "best %s=%.4g at step %d: %s",
             self.best["score"],

@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,18 @@ class Trainer:
         self.hooks: list[Hook] = list(hooks or [])
         self.metrics: dict[str, float] = {}  # latest values returned by hooks
         self.t = cfg.trainer
+        # the D-step schedule as plain ints: read every step, so not through DictConfig
+        self.critic = types.SimpleNamespace(
+            **{
+                k: (None if self.t[k] is None else int(self.t[k]))
+                for k in (
+                    "n_critic",
+                    "n_critic_warmup",
+                    "n_critic_warmup_steps",
+                    "n_critic_warmup_every",
+                )
+            }
+        )
         self.choices = dict(choices or {})
         self.step = 0  # completed generator steps
         self.elapsed = 0.0  # training seconds across resumes
@@ -125,6 +138,11 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ state
+    @property
+    def kimg(self) -> float:
+        """Thousands of real images D has seen so far (WGAN's critic warm-up included)."""
+        return batches_before(self.critic, self.step) * int(self.t.batch_size) / 1000.0
+
     def state(self) -> dict[str, Any]:
         b = self.b
         return {
@@ -251,7 +269,7 @@ class Trainer:
         stream = b.data.batches(
             batch,
             int(self.cfg.seed),
-            start=batches_before(t, self.step),
+            start=batches_before(self.critic, self.step),
             device=self.device,
             num_workers=int(t.num_workers),
         )
@@ -275,7 +293,7 @@ class Trainer:
 
                 # ---- discriminator: n_critic steps
                 b.D.requires_grad_(True)
-                for _ in range(critic_steps(t, step)):
+                for _ in range(critic_steps(self.critic, step)):
                     real, real_c = next(stream)
                     loss, stats = b.objective.d_loss(b.G, b.D, real, real_c, step)
                     b.opt_d.zero_grad(set_to_none=True)
@@ -313,10 +331,12 @@ class Trainer:
                     ):
                         log.warning("non-finite loss at step %d: %s", self.step, values)
                     dt = max(now - interval_start, 1e-9)
-                    seen = batches_before(t, self.step) - batches_before(t, interval_step)
+                    seen = batches_before(self.critic, self.step) - batches_before(
+                        self.critic, interval_step
+                    )
                     values["perf/img_per_s"] = seen * batch / dt
                     values["perf/steps_per_s"] = (self.step - interval_step) / dt
-                    values["perf/kimg"] = batches_before(t, self.step) * batch / 1000.0
+                    values["perf/kimg"] = self.kimg
                     values["lr/g"] = b.opt_g.param_groups[0]["lr"]
                     values["lr/d"] = b.opt_d.param_groups[0]["lr"]
                     self.writer.scalars(values, self.step)
