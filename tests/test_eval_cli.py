@@ -15,7 +15,7 @@ import torch
 from ganrun import cli
 from tests.conftest import compose_config, run_train, tiny_overrides
 from tests.test_cli import ganrun_exe
-from tests.test_metrics import one_thread, save_tiny_evaluator  # noqa: F401 - a fixture
+from tests.test_metrics import save_tiny_evaluator
 
 # A proxy on a closed local port: downloads fail at once, network or not.
 OFFLINE = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
@@ -188,7 +188,7 @@ def test_train_with_fid_offline_fails_before_the_run_dir_exists(env, tmp_path, c
     assert len(calls) == 1
 
 
-def test_fit_evaluator_through_the_cli(env, tmp_path, monkeypatch, one_thread):  # noqa: F811
+def test_fit_evaluator_through_the_cli(env, tmp_path, monkeypatch):
     from hydra.core.global_hydra import GlobalHydra
 
     for k, v in env.items():

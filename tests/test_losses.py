@@ -140,15 +140,6 @@ def _divergence(f) -> float:
     return value
 
 
-@pytest.fixture
-def one_thread():
-    # thousands of tiny ops: a second thread only adds synchronisation (slow on a busy machine)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _quantile_points(dist, n: int) -> torch.Tensor:
     # midpoint quantiles: means over them are accurate quadratures of expectations
     return torch.tensor(dist.ppf((np.arange(n) + 0.5) / n), dtype=torch.float64)
@@ -192,7 +183,7 @@ def test_optimal_critic_attains_the_divergence(divergence):
     # V* is an affine function of log p/q, a quadratic in x for Gaussians
     [("kl", 1.0), ("reverse_kl", 1.0), ("squared_hellinger", 0.5), ("jensen_shannon", 1.0)],
 )
-def test_trained_quadratic_critic_recovers_the_divergence(divergence, scale, one_thread):
+def test_trained_quadratic_critic_recovers_the_divergence(divergence, scale):
     torch.manual_seed(0)
     loss = losses.FDivergence(divergence)
     xp, xq = _quantile_points(P_DIST, 4000), _quantile_points(Q_DIST, 4000)
@@ -209,7 +200,7 @@ def test_trained_quadratic_critic_recovers_the_divergence(divergence, scale, one
 
 @pytest.mark.slow
 @pytest.mark.parametrize("divergence", list(F_TABLE))
-def test_trained_mlp_critic_recovers_the_divergence(divergence, one_thread):
+def test_trained_mlp_critic_recovers_the_divergence(divergence):
     # a generic critic (no knowledge of the optimal form), trained on a quadrature grid
     # of P and Q; the slow variant also covers Pearson, whose V* is not quadratic
     torch.manual_seed(0)

@@ -48,15 +48,6 @@ def save_tiny_evaluator(root: Path, name: str = "mnist-classifier") -> Path:
 
 
 @pytest.fixture
-def one_thread():
-    """Fitting a small CNN: one thread is several times faster than two on a busy 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def tiny_evaluator(cache) -> features.Features:
     save_tiny_evaluator(cache)
     return features.resolve_features("mnist-classifier")
@@ -311,7 +302,7 @@ def test_unfitted_features_give_one_clear_line(cache):
         features.resolve_features("junk")
 
 
-def test_fit_evaluator_trains_and_refuses_a_weak_classifier(cache, one_thread):
+def test_fit_evaluator_trains_and_refuses_a_weak_classifier(cache):
     from ganrun.commands.fit_evaluator import fit
 
     cfg = compose_config(
@@ -332,7 +323,7 @@ def test_fit_evaluator_trains_and_refuses_a_weak_classifier(cache, one_thread):
 
 
 @pytest.mark.slow
-def test_default_evaluator_reaches_98_percent_on_held_out_digits(cache, one_thread):
+def test_default_evaluator_reaches_98_percent_on_held_out_digits(cache):
     from ganrun.commands.fit_evaluator import fit
 
     path = fit(compose_config(["device=cpu"], config_name="fit_evaluator"), "mnist_embedded")

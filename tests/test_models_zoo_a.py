@@ -63,16 +63,6 @@ def tiny(model: str, *extra: str) -> list[str]:
 _trained: dict[str, Path] = {}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread for these tiny networks: on a shared, loaded 2-core
-    machine two threads made each tiny op ~50x slower (threads wait on each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Run dir of a model trained 3 steps at tiny width (trained once per module)."""
