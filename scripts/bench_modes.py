@@ -60,6 +60,14 @@ PROTOCOLS = {"ring": "ring", "grid": "grid", "stacked": "stacked_mnist"}
 # (optimizer.schedule=linear). Both are ganrun options applied to the shipped recipe.
 EMA = ["trainer.ema_decay=0.999"]
 LINDECAY = ["optimizer.schedule=linear"]
+
+
+# Learning rate `k` times the recipe's 1e-4 (both nets), to test whether the grid's
+# precision is limited by how far Adam can move the weights in a CPU-sized budget.
+def _lr(k: int) -> list[str]:
+    return [f"optimizer.lr_g={k}e-4", f"optimizer.lr_d={k}e-4"]
+
+
 MIXTURE_SETUPS = {
     "gan": _pac_mlp(1),
     **{f"pacgan{m}": _pac_mlp(m) for m in (2, 3, 4)},
@@ -67,6 +75,7 @@ MIXTURE_SETUPS = {
     "pacgan4_ema": _pac_mlp(4) + EMA,
     "gan_lindecay": _pac_mlp(1) + LINDECAY,
     "pacgan4_lindecay": _pac_mlp(4) + LINDECAY,
+    **{f"pacgan4_lindecay_lr{k}x": _pac_mlp(4) + LINDECAY + _lr(k) for k in (5, 10)},
 }
 SETUPS = {
     "ring": MIXTURE_SETUPS,

@@ -481,6 +481,7 @@ def test_training_with_eval_writes_metrics_best_and_resume_keeps_the_best(tmp_pa
     cfg, state, source = prepare(cfg, [f"resume={run}", "trainer.steps=6"])
     built = build(cfg)
     hook = make_evaluator(cfg, built, run, {"dataset": "mnist_embedded"})
+    assert hook.evaluation.data is built.data  # one data source per run, not two
     trainer = Trainer(cfg, run, built, hooks=[hook])
     trainer.load_state(state, source)
     assert hook.best["value"] == fids[best_step] and hook.best["step"] == best_step

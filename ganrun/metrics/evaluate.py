@@ -206,11 +206,14 @@ class Evaluation:
         dataset_name: str | None,
         device: torch.device,
         required: bool = True,
+        data=None,
     ):
+        """``data``: the run's DataSource when the caller has built it already (the
+        training hook); otherwise it is built from ``train_cfg``."""
         from ganrun.build import build_dataset
 
         self.s, self.device = settings, device
-        self.data = build_dataset(train_cfg)
+        self.data = data if data is not None else build_dataset(train_cfg)
         settings.check(self.data.kind)
         check_modes(settings, self.data, need_files=False)
         self.metrics = list(settings.metrics)

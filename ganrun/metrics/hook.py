@@ -248,6 +248,7 @@ def make_evaluator(
         dataset_name=(choices or {}).get("dataset"),
         device=built.device,
         required=bool(cfg.eval.required),
+        data=built.data,
     )
     if not evaluation.active:  # each metric was skipped, with a warning
         return None
