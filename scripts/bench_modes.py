@@ -121,8 +121,9 @@ class ModesProbe(Hook):
             return None
         t0 = time.perf_counter()
         b = trainer.b
-        G = b.G_ema if b.G_ema is not None else b.G
-        m = modes.evaluate_generator(G, b.data, self.classifier, seed=self.seed)
+        m = modes.evaluate_generator(
+            trainer.eval_generator(), b.data, self.classifier, seed=self.seed
+        )
         self.seconds += time.perf_counter() - t0
         self.curve.append({"step": trainer.step, **m})
         print(f"  [{trainer.step}] {_short(m)}", flush=True)

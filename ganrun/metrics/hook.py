@@ -84,7 +84,7 @@ class Evaluator(Hook):
 
     def evaluate(self, trainer: Trainer) -> dict[str, float]:
         b = trainer.b
-        G = b.G_ema if b.G_ema is not None else b.G
+        G = trainer.eval_generator()
         start = time.perf_counter()
         scores, protocol = self.evaluation.run(G)
         seconds = time.perf_counter() - start

@@ -29,7 +29,12 @@ from ganrun import viz
 from ganrun.build import Built
 from ganrun.errors import CheckpointError
 from ganrun.models.base import count_parameters
-from ganrun.training.ema import copy_weights, update_ema
+from ganrun.training.ema import (
+    copy_weights,
+    standing_batch_norm_stats,
+    standing_stats_seed,
+    update_ema,
+)
 from ganrun.training.hooks import Hook
 from ganrun.training.tb import NullWriter, TensorBoardWriter
 
@@ -130,6 +135,7 @@ class Trainer:
         self.fixed_z = built.G.sample_z(self._n_fixed(), device=self.device, generator=g)
         nc = built.data.num_classes
         self.fixed_c = (torch.arange(self._n_fixed(), device=self.device) % nc) if nc > 0 else None
+        self._ema_stats_step: int | None = None  # step of G_ema's last standing statistics
 
     def _n_fixed(self) -> int:
         # 2-D data is shown as a scatter plot, which needs many more points
@@ -138,6 +144,23 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ state
+    def eval_generator(self) -> torch.nn.Module:
+        """The generator every picture, metric and sample reads: G_ema when the run
+        keeps one, with BatchNorm statistics of its own weights (recomputed once per
+        step, see ganrun.training.ema), else G."""
+        b = self.b
+        if b.G_ema is None:
+            return b.G
+        if self._ema_stats_step != self.step:
+            standing_batch_norm_stats(
+                b.G_ema,
+                batch_size=int(self.t.batch_size),
+                seed=standing_stats_seed(int(self.cfg.seed)),
+                device=self.device,
+            )
+            self._ema_stats_step = self.step
+        return b.G_ema
+
     @property
     def kimg(self) -> float:
         """Thousands of real images D has seen so far (WGAN's critic warm-up included)."""
@@ -145,6 +168,7 @@ class Trainer:
 
     def state(self) -> dict[str, Any]:
         b = self.b
+        self.eval_generator()  # a stored G_ema carries statistics of its own weights
         return {
             "models": {
                 "G": b.G.state_dict(),
@@ -204,18 +228,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ pictures
     @torch.no_grad()
-    def render(self, tag_step: int | None = None) -> torch.Tensor:
+    def render(self) -> torch.Tensor:
         """A grid (or scatter plot) of the fixed z from G_ema if any, else G (eval mode).
         The global RNG is left untouched, so rendering never changes training."""
-        b = self.b
-        G = b.G_ema if b.G_ema is not None else b.G
+        G = self.eval_generator()
         was_training = G.training
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             G.eval()
             x = torch.cat([G(z, c) for z, c in zip(self.fixed_z.split(256), self._split_c(256))])
             G.train(was_training)
-        centers = getattr(b.data, "centers", None)
+        centers = getattr(self.b.data, "centers", None)
         return viz.picture(
             x, nrow=int(math.sqrt(x.shape[0])) if x.dim() == 4 else 8, centers=centers
         )
