@@ -34,8 +34,8 @@ with beta (0, 0.999), 4 D steps, batch 50, ortho reg 1e-4, EMA 0.9999 from step
 attention, N(0, 0.02) init and no shared embedding / hierarchical z; see docs/MODELS.md.
 
 Deviations: G's class embedding has no spectral norm, as in the authors' code
-(they found SN on it harmful). Samples from the EMA generator use BatchNorm
-running statistics copied from G rather than the paper's "standing statistics".
+(they found SN on it harmful). The EMA generator's BatchNorm layers get standing
+statistics of their own weights (ganrun.training.ema), as the authors' code offers.
 """
 
 from __future__ import annotations
