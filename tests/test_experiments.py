@@ -1,0 +1,64 @@
+"""conf/experiment/: whole measured setups (docs/RESULTS.md) applied with one choice."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ganrun import build
+from ganrun.paths import group_options
+from tests.conftest import TINY_MODEL, TINY_TRAINER, compose_config, run_train
+
+
+def test_the_measured_setups_ship():
+    assert {"ring_modes", "stacked_mnist_modes"} <= set(group_options("experiment"))
+
+
+def test_no_experiment_by_default():
+    cfg = compose_config([])
+    assert cfg.model.name == "dcgan" and cfg.trainer.steps == 3000
+
+
+@pytest.mark.parametrize("experiment", group_options("experiment"))
+def test_every_experiment_composes_and_validates(experiment):
+    cfg = compose_config([f"experiment={experiment}"])
+    build.validate(cfg)
+    assert list(cfg.eval.metrics) == ["modes"]  # each one is a mode-coverage setup
+
+
+def test_ring_modes_is_the_recipe_that_met_the_ring_goal():
+    cfg = compose_config(["experiment=ring_modes"])
+    assert cfg.model.name == "pacgan_mlp" and cfg.model.pack == 4
+    assert cfg.dataset._target_ == "ganrun.data.toy.Ring"
+    assert cfg.optimizer.schedule == "linear"
+    assert cfg.optimizer.lr_g == pytest.approx(1e-4) and cfg.optimizer.lr_d == pytest.approx(1e-4)
+    assert cfg.trainer.steps == 40000 and cfg.trainer.batch_size == 400
+
+
+def test_the_command_line_wins_over_an_experiment():
+    cfg = compose_config(
+        ["experiment=ring_modes", "optimizer.schedule=constant", "trainer.steps=7", "dataset=grid"]
+    )
+    assert cfg.optimizer.schedule == "constant" and cfg.trainer.steps == 7
+    assert cfg.dataset._target_ == "ganrun.data.toy.Grid"
+    # swapping the optimizer drops the experiment's Adam schedule with the recipe's values
+    cfg = compose_config(["experiment=ring_modes", "optimizer=sgd"])
+    plain = compose_config(["model=pacgan_mlp", "dataset=ring", "optimizer=sgd"])
+    assert cfg.optimizer._target_ == "ganrun.optim.SGD"
+    assert cfg.optimizer.schedule == plain.optimizer.schedule != "linear"
+
+
+def test_an_experiment_trains_and_counts_modes(tmp_path):
+    overrides = [
+        "experiment=ring_modes",
+        *TINY_MODEL["pacgan_mlp"],
+        *TINY_TRAINER,
+        "trainer.steps=4",
+        "eval.every=2",
+        "logger.tensorboard=false",
+    ]
+    run_train(tmp_path, overrides)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4]
+    assert 0 <= records[-1]["scores"]["modes"] <= 8
