@@ -77,10 +77,20 @@ MIXTURE_SETUPS = {
     "pacgan4_lindecay": _pac_mlp(4) + LINDECAY,
     **{f"pacgan4_lindecay_lr{k}x": _pac_mlp(4) + LINDECAY + _lr(k) for k in (5, 10)},
 }
+# The shipped experiments (conf/experiment/): the setup is the one-word command a user runs.
+EXPERIMENTS = {
+    "ring": {"ring_modes": ["experiment=ring_modes"]},
+    "grid": {},
+    "stacked": {"stacked_mnist_modes": ["experiment=stacked_mnist_modes"]},
+}
 SETUPS = {
-    "ring": MIXTURE_SETUPS,
-    "grid": MIXTURE_SETUPS,
-    "stacked": {"dcgan": _pac_dcgan(1), **{f"pacdcgan{m}": _pac_dcgan(m) for m in (2, 3, 4)}},
+    "ring": {**MIXTURE_SETUPS, **EXPERIMENTS["ring"]},
+    "grid": {**MIXTURE_SETUPS, **EXPERIMENTS["grid"]},
+    "stacked": {
+        "dcgan": _pac_dcgan(1),
+        **{f"pacdcgan{m}": _pac_dcgan(m) for m in (2, 3, 4)},
+        **EXPERIMENTS["stacked"],
+    },
 }
 # Lin et al. 2018 (PacGAN), Table 1 (2-D, 2,500 samples) and Table 2 (stacked MNIST in
 # VEEGAN's setting, 26,000 samples): modes captured, as quoted in ganrun's task brief.
@@ -312,7 +322,9 @@ def main() -> None:
     p.add_argument("--protocol", choices=sorted(PROTOCOLS))
     p.add_argument("--setups", nargs="+", default=[], help="names from SETUPS")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--steps", type=int, default=20000, help="generator steps per run")
+    p.add_argument(
+        "--steps", type=int, help="generator steps per run (default: the setup's trainer.steps)"
+    )
     p.add_argument("--eval-every", type=int, default=2000)
     p.add_argument("--set", nargs="*", default=[], help="extra ganrun overrides for every run")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
@@ -338,28 +350,29 @@ def main() -> None:
         command = "python scripts/bench_modes.py " + shlex.join(sys.argv[1:])
         jobs = []
         for setup in args.setups:
+            base = [*SETUPS[args.protocol][setup], f"dataset={PROTOCOLS[args.protocol]}"]
+            steps = args.steps or int(compose([*base, *args.set]).trainer.steps)
             for seed in args.seeds:
                 overrides = [
-                    *SETUPS[args.protocol][setup],
-                    f"dataset={PROTOCOLS[args.protocol]}",
+                    *base,
                     f"seed={seed}",
-                    f"trainer.steps={args.steps}",
+                    f"trainer.steps={steps}",
                     "trainer.device=cpu",
                     "trainer.progress=false",
                     "logger.tensorboard=false",
                     f"trainer.log_every={args.eval_every}",
-                    f"trainer.image_every={args.steps}",
-                    f"trainer.checkpoint_every={args.steps}",
+                    f"trainer.image_every={steps}",
+                    f"trainer.checkpoint_every={steps}",
                     "trainer.keep_checkpoints=1",
                     *args.set,
                 ]
-                name = f"{args.protocol}-{setup}-s{seed}-{args.steps}"
+                name = f"{args.protocol}-{setup}-s{seed}-{steps}"
                 jobs.append(
                     {
                         "protocol": args.protocol,
                         "setup": setup,
                         "seed": seed,
-                        "steps": args.steps,
+                        "steps": steps,
                         "extra": list(args.set),
                         "command": command,
                         "overrides": overrides,

@@ -69,7 +69,7 @@ def test_bench_throughput_runs_and_writes_json(tmp_path):
     assert "reference" not in result["median"]
 
 
-@pytest.mark.parametrize("setup", ["gan", "pacgan4_ema"])
+@pytest.mark.parametrize("setup", ["gan", "pacgan4_ema", "ring_modes"])
 def test_bench_modes_records_a_run_and_writes_the_report(tmp_path, setup):
     results, report = tmp_path / "runs.jsonl", tmp_path / "RESULTS.md"
     common = ["--results", str(results), "--out", str(report)]
