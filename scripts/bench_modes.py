@@ -80,7 +80,7 @@ MIXTURE_SETUPS = {
 # The shipped experiments (conf/experiment/): the setup is the one-word command a user runs.
 EXPERIMENTS = {
     "ring": {"ring_modes": ["experiment=ring_modes"]},
-    "grid": {},
+    "grid": {"grid_modes": ["experiment=grid_modes"]},
     "stacked": {"stacked_mnist_modes": ["experiment=stacked_mnist_modes"]},
 }
 SETUPS = {

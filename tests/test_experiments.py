@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from ganrun import build
+from ganrun import build, checkpoint
 from ganrun.paths import group_options
 from tests.conftest import TINY_MODEL, TINY_TRAINER, compose_config, run_train
 
 
 def test_the_measured_setups_ship():
-    assert {"ring_modes", "stacked_mnist_modes"} <= set(group_options("experiment"))
+    assert {"ring_modes", "grid_modes", "stacked_mnist_modes"} <= set(group_options("experiment"))
 
 
 def test_no_experiment_by_default():
@@ -34,6 +34,18 @@ def test_ring_modes_is_the_recipe_that_met_the_ring_goal():
     assert cfg.optimizer.schedule == "linear"
     assert cfg.optimizer.lr_g == pytest.approx(1e-4) and cfg.optimizer.lr_d == pytest.approx(1e-4)
     assert cfg.trainer.steps == 40000 and cfg.trainer.batch_size == 400
+
+
+def test_grid_modes_is_the_tuned_pacgan4():
+    cfg = compose_config(["experiment=grid_modes"])
+    assert cfg.model.name == "pacgan_mlp" and cfg.model.pack == 4
+    assert cfg.dataset._target_ == "ganrun.data.toy.Grid"
+    # the deviations its comment lists: TTUR (lr_d 10x), two D steps, linear decay, EMA
+    assert cfg.optimizer.lr_g == pytest.approx(1e-4) and cfg.optimizer.lr_d == pytest.approx(1e-3)
+    assert cfg.optimizer.betas == [0.8, 0.999]  # the rest of the paper's Adam is kept
+    assert cfg.optimizer.schedule == "linear"
+    assert cfg.trainer.n_critic == 2 and cfg.trainer.ema_decay == pytest.approx(0.999)
+    assert cfg.trainer.steps == 20000 and cfg.trainer.batch_size == 400
 
 
 def test_the_command_line_wins_over_an_experiment():
@@ -62,3 +74,21 @@ def test_an_experiment_trains_and_counts_modes(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4]
     assert 0 <= records[-1]["scores"]["modes"] <= 8
+
+
+def test_grid_modes_trains_with_its_ema_and_two_d_steps(tmp_path):
+    overrides = [
+        "experiment=grid_modes",
+        *TINY_MODEL["pacgan_mlp"],
+        *TINY_TRAINER,
+        "trainer.steps=4",
+        "eval.every=4",
+        "logger.tensorboard=false",
+    ]
+    run_train(tmp_path, overrides)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [4]
+    assert 0 <= records[-1]["scores"]["modes"] <= 25
+    _, state = checkpoint.load(tmp_path)
+    assert state["config"]["trainer"]["n_critic"] == 2
+    assert state["models"]["G_ema"] is not None  # the averaged G is what eval and sample read
