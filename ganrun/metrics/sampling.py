@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from ganrun.rng import fork_rng
+
 
 def generate(
     G: torch.nn.Module,
@@ -18,11 +20,10 @@ def generate(
     """``n`` samples from G (eval mode, fixed seed, balanced labels when conditional),
     on the CPU, leaving the global RNG and G's mode untouched."""
     was = G.training
-    devices = [device.index or 0] if device.type == "cuda" else []
     g = torch.Generator().manual_seed(seed)
     nc = int(getattr(G, "num_classes", 0) or 0)
     out = []
-    with torch.random.fork_rng(devices=devices), torch.no_grad():
+    with fork_rng(device), torch.no_grad():
         G.eval()
         try:
             for start in range(0, n, batch_size):

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ganrun.rng import fork_rng
+
 # Batches of G's own forward passes that give G_ema its BatchNorm statistics.
 STANDING_STATS_BATCHES = 16
 
@@ -35,20 +37,27 @@ def batch_norm_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm
     ]
 
 
-def _copied_buffers(ema: nn.Module, model: nn.Module):
-    """(ema buffer, model buffer) pairs to copy: every buffer but BatchNorm statistics."""
+def copied_buffers(ema: nn.Module, model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(ema buffer, model buffer) pairs update_ema copies: every buffer but BatchNorm
+    statistics. The trainer computes them once and passes them to every update."""
     stats = {id(b) for m in batch_norm_layers(ema) for b in m.buffers(recurse=False)}
     return [(be, bm) for be, bm in zip(ema.buffers(), model.buffers()) if id(be) not in stats]
 
 
 @torch.no_grad()
-def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
-    """ema <- beta * ema + (1 - beta) * model, parameter by parameter."""
+def update_ema(
+    ema: nn.Module,
+    model: nn.Module,
+    beta: float,
+    buffers: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> None:
+    """ema <- beta * ema + (1 - beta) * model, parameter by parameter; the buffers of
+    ``copied_buffers(ema, model)`` (pass them in to skip the module walk) are copied."""
     e_params = [p for p in ema.parameters()]
     m_params = [p.detach() for p in model.parameters()]
     if e_params:
         torch._foreach_lerp_(e_params, m_params, 1.0 - beta)
-    for be, bm in _copied_buffers(ema, model):
+    for be, bm in copied_buffers(ema, model) if buffers is None else buffers:
         be.copy_(bm)
 
 
@@ -83,9 +92,8 @@ def standing_batch_norm_stats(
     momenta = [m.momentum for m in layers]
     nc = int(getattr(G, "num_classes", 0) or 0)
     g = torch.Generator().manual_seed(int(seed))
-    devices = [device.index or 0] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=devices):
+        with fork_rng(device):
             G.eval()
             for m in layers:
                 m.reset_running_stats()

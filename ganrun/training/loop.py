@@ -29,7 +29,9 @@ from ganrun import viz
 from ganrun.build import Built
 from ganrun.errors import CheckpointError
 from ganrun.models.base import count_parameters
+from ganrun.rng import fork_rng
 from ganrun.training.ema import (
+    copied_buffers,
     copy_weights,
     standing_batch_norm_stats,
     standing_stats_seed,
@@ -136,6 +138,9 @@ class Trainer:
         nc = built.data.num_classes
         self.fixed_c = (torch.arange(self._n_fixed(), device=self.device) % nc) if nc > 0 else None
         self._ema_stats_step: int | None = None  # step of G_ema's last standing statistics
+        # buffers update_ema copies, paired once here rather than on every step (loading a
+        # state dict copies into the same tensors, so the pairs stay valid on resume)
+        self._ema_buffers = copied_buffers(built.G_ema, built.G) if built.G_ema is not None else []
 
     def _n_fixed(self) -> int:
         # 2-D data is shown as a scatter plot, which needs many more points
@@ -233,8 +238,7 @@ class Trainer:
         The global RNG is left untouched, so rendering never changes training."""
         G = self.eval_generator()
         was_training = G.training
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        with fork_rng(self.device):
             G.eval()
             x = torch.cat([G(z, c) for z, c in zip(self.fixed_z.split(256), self._split_c(256))])
             G.train(was_training)
@@ -342,7 +346,7 @@ class Trainer:
                     if step < int(t.ema_start):
                         copy_weights(b.G_ema, b.G)
                     else:
-                        update_ema(b.G_ema, b.G, b.ema_beta)
+                        update_ema(b.G_ema, b.G, b.ema_beta, self._ema_buffers)
 
                 self.step = step + 1
                 self.elapsed = elapsed0 + (time.perf_counter() - run_start)
