@@ -393,6 +393,17 @@ def test_resume_gives_exactly_the_uninterrupted_weights(key, tmp_path):
             assert torch.equal(v, b["models"][part][k]), f"{part}.{k}"
 
 
+def test_g_ema_keeps_copying_the_live_w_avg_after_a_resume(tmp_path):
+    # the Trainer pairs G_ema's copied buffers with G's once; they must still be G's
+    # buffers after training steps and after a resume loads a checkpoint into them
+    base = [*RUNS["stylegan"], "trainer.checkpoint_every=2", "trainer.n_critic=1"]
+    run_train(tmp_path, [*base, "trainer.steps=2"])
+    run_train(tmp_path, [*base, "trainer.steps=3", f"resume={tmp_path}"])
+    models = ckpt.load(tmp_path)[1]["models"]
+    assert models["G"]["w_avg"].abs().sum() > 0  # G tracked its w average
+    assert torch.equal(models["G_ema"]["w_avg"], models["G"]["w_avg"])
+
+
 def test_stylegan_samples_truncate_in_w_and_draw_the_mixing_grid(trained, tmp_path):
     run_dir = trained("stylegan")
     G, _, _ = load_generator(run_dir, torch.device("cpu"))

@@ -52,7 +52,7 @@ def update_ema(
     buffers: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> None:
     """ema <- beta * ema + (1 - beta) * model, parameter by parameter; the buffers of
-    ``copied_buffers(ema, model)`` (pass them in to skip the module walk) are copied."""
+    ``copied_buffers(ema, model)`` (pass them in to skip the search for BatchNorm layers) are copied."""
     e_params = [p for p in ema.parameters()]
     m_params = [p.detach() for p in model.parameters()]
     if e_params:
