@@ -88,6 +88,21 @@ class TrainConfig:
 
 
 @dataclass
+class RejectionConfig:
+    """Discriminator rejection sampling (Azadi et al. 2019; ganrun.rejection)."""
+
+    method: Optional[str] = None  # null = plain samples of G; drs
+    steps: int = 10000  # training steps of the per-sample discriminator on the frozen G
+    batch_size: int = 500  # real and generated samples per estimator step; candidates per draw
+    lr: float = 0.001  # Adam (0.5, 0.999), decayed linearly to 0
+    # gamma = this percentile of F(x) per candidate batch (eq. 8); null = gamma 0 (exact)
+    percentile: Optional[float] = 95.0
+    burn_in: int = 10000  # samples whose largest logit starts logit_max
+    seed: int = 0  # the estimator's training stream and burn-in
+    max_draws: int = 200  # fail when fewer than 1 in max_draws candidates are accepted
+
+
+@dataclass
 class SampleConfig:
     ckpt: str = MISSING  # run dir or checkpoint file
     n: int = 64
@@ -111,6 +126,9 @@ class SampleConfig:
     mixing_columns: int = 5  # source A images across the top
     mixing_rows: int = 2  # source B rows for each of the coarse, middle and fine groups
     use_ema: bool = True  # sample from G_ema when the checkpoint has one
+    # plain grids of unconditional models: keep only what discriminator rejection
+    # sampling accepts (rejection.method=drs; the estimator is shared with ganrun eval)
+    rejection: RejectionConfig = field(default_factory=RejectionConfig)
     device: str = "auto"
 
 
@@ -124,6 +142,9 @@ class EvaluateConfig(EvalSettingsBase):
     history: bool = False  # also tabulate the run's metrics.jsonl (training-time evaluations)
     use_ema: bool = True  # G_ema when the checkpoint has one
     truncation: Optional[float] = None
+    # samples through discriminator rejection sampling (rejection.method=drs); scores
+    # measured so carry it in their protocol and get their own table
+    rejection: RejectionConfig = field(default_factory=RejectionConfig)
     device: str = "auto"
 
 

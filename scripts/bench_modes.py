@@ -4,6 +4,8 @@
     python scripts/bench_modes.py --protocol ring --setups gan pacgan4 --seeds 0 1 2 --steps 20000
     python scripts/bench_modes.py --protocol stacked --setups dcgan pacdcgan2 --seeds 0 1 --steps 5000
     python scripts/bench_modes.py --report-only          # rewrite docs/RESULTS.md from the results
+    python scripts/bench_modes.py --protocol grid --setups grid_modes --seeds 0 1 --steps 40000 \
+        --rejection drs                                  # DRS on those finished runs
 
 Each run composes the real config tree (a setup is a list of ganrun overrides, see
 SETUPS), builds with ganrun.build and trains with ganrun.training.loop.Trainer, with a
@@ -14,6 +16,12 @@ lines: command, overrides, metrics, curve, seconds), and --out (docs/RESULTS.md)
 rewritten from all recorded runs: mean +- standard error over seeds next to the
 published figures. Stacked MNIST needs the MNIST classifier: --classifier PATH, or
 one is fitted once on the embedded digits (ganrun.metrics.classifier) and saved there.
+
+--rejection drs trains nothing: it takes the final checkpoint of each recorded run
+named by --setups/--seeds/--steps, fits discriminator rejection sampling on it
+(ganrun.rejection, Azadi et al. 2019; --rejection-steps estimator steps) and records
+a row for setup "<setup>+drs": the counts of 2,500 accepted samples drawn with the
+same evaluation seed, the run's training time plus the fit and sampling time.
 """
 
 from __future__ import annotations
@@ -180,6 +188,57 @@ def run_one(job: dict) -> dict:
     }
 
 
+def run_rejection(job: dict) -> dict:
+    """DRS on a finished run's final checkpoint (see the module doc)."""
+    from ganrun import checkpoint as ckpt
+    from ganrun import rejection as drs
+    from ganrun.commands.sample import load_generator
+
+    torch.set_num_threads(job["threads"])
+    raw = job["raw"]
+    run_dir = Path(raw["run_dir"])
+    path = run_dir / ckpt.CKPT_DIR / f"step-{job['steps']:08d}.pt"
+    G, train_cfg, state = load_generator(path, torch.device("cpu"))
+    data = build_dataset(train_cfg)
+    settings = drs.RejectionSettings(method=job["rejection"], steps=job["rejection_steps"])
+    t0 = time.perf_counter()
+    generator = "G_ema" if "G_ema" in state["models"] else "G"
+    sampler = drs.prepare(
+        settings,
+        G,
+        train_cfg,
+        state,
+        data,
+        torch.device("cpu"),
+        checkpoint=path,
+        generator=generator,
+    )
+    n = modes.protocol_samples(data)
+    x = sampler.generate(n, seed=10_000 + int(job["seed"]), batch_size=settings.batch_size)
+    m = modes.mode_metrics(x, data, None)
+    seconds = time.perf_counter() - t0
+    return {
+        **{k: job[k] for k in ("protocol", "seed", "steps", "extra", "command")},
+        "setup": f"{job['setup']}+{job['rejection']}",
+        "overrides": job["overrides"],
+        "metrics": m,
+        "n_modes": modes.n_modes(data),
+        "curve": [],
+        "train_seconds": raw["train_seconds"],
+        "eval_seconds": raw["eval_seconds"] + seconds,
+        "rejection": {
+            "seconds": seconds,
+            "fit": sampler.fit,
+            **sampler.last,
+            "protocol": sampler.describe(),
+            "estimator": str(drs.estimator_path(path, generator, settings)),
+        },
+        "threads": job["threads"],
+        "run_dir": str(run_dir),
+        "torch": torch.__version__,
+    }
+
+
 def ensure_classifier(path: Path) -> Path:
     """Fit the MNIST classifier on the embedded digits once (train split; the
     held-out 500 give its accuracy) unless ``path`` exists."""
@@ -334,6 +393,10 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "RESULTS.md")
     p.add_argument("--classifier", type=Path, help="MNIST classifier file (stacked protocol)")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument(
+        "--rejection", choices=["drs"], help="rejection sampling on the recorded runs (no training)"
+    )
+    p.add_argument("--rejection-steps", type=int, default=10_000, help="estimator training steps")
     args = p.parse_args()
 
     if not args.report_only:
@@ -382,6 +445,23 @@ def main() -> None:
                         "run_dir": str(args.work_dir / name),
                     }
                 )
+        if args.rejection:
+            if args.protocol == "stacked":
+                p.error("--rejection runs on the 2-D protocols (ring, grid)")
+            done = read_rows(args.results)
+            for job in jobs:
+                job.update(rejection=args.rejection, rejection_steps=args.rejection_steps)
+                job["raw"] = next(
+                    (
+                        r
+                        for r in reversed(done)
+                        if (r["protocol"], r["setup"], r["seed"], r["steps"], r["extra"])
+                        == (job["protocol"], job["setup"], job["seed"], job["steps"], job["extra"])
+                    ),
+                    None,
+                )
+                if job["raw"] is None:
+                    p.error(f"no recorded run {job['run_dir']} in {args.results}: train it first")
         args.results.parent.mkdir(parents=True, exist_ok=True)
         if not any(
             r["protocol"] == args.protocol and r["setup"] == "data" for r in read_rows(args.results)
@@ -389,7 +469,8 @@ def main() -> None:
             with args.results.open("a") as f:
                 f.write(json.dumps(data_reference(args.protocol, clf)) + "\n")
         with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-            for future in as_completed([pool.submit(run_one, job) for job in jobs]):
+            work = run_rejection if args.rejection else run_one
+            for future in as_completed([pool.submit(work, job) for job in jobs]):
                 row = future.result()
                 print(
                     f"{row['protocol']} {row['setup']} seed {row['seed']}: {_short(row['metrics'])}"

@@ -110,6 +110,36 @@ def test_bench_modes_records_a_run_and_writes_the_report(tmp_path, setup):
     assert bm.NOTES_MARKER in report.read_text() and "my finding" in report.read_text()
 
 
+def test_bench_modes_rejection_scores_a_recorded_run(tmp_path):
+    results, report = tmp_path / "runs.jsonl", tmp_path / "RESULTS.md"
+    common = ["--protocol", "grid", "--setups", "gan", "--steps", "4", "--set", "model.width=8"]
+    common += [
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--results",
+        str(results),
+        "--out",
+        str(report),
+    ]
+    bench = str(SCRIPTS / "bench_modes.py")
+    r = _run(bench, *common, "--rejection", "drs", cwd=tmp_path)
+    assert r.returncode == 2 and "train it first" in r.stderr  # nothing recorded yet
+    r = _run(bench, *common, "--eval-every", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = _run(bench, *common, "--rejection", "drs", "--rejection-steps", "20", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [row["setup"] for row in rows] == ["data", "gan", "gan+drs"]
+    raw, kept = rows[1], rows[2]
+    assert kept["train_seconds"] == raw["train_seconds"]  # no training: the run's own time
+    assert kept["eval_seconds"] > raw["eval_seconds"]
+    assert kept["rejection"]["fit"]["steps"] == 20 and 0 < kept["rejection"]["acceptance"] <= 1
+    assert kept["rejection"]["protocol"]["estimator"]["init"] == "gan-D"  # pack 1: the GAN's D
+    assert set(kept["metrics"]) == {"modes", "high_quality", "reverse_kl"}
+    assert Path(kept["rejection"]["estimator"]).is_file()
+    assert "| gan+drs (model.width=8) | 4 | 1 |" in report.read_text()
+
+
 def test_bench_modes_refuses_an_unknown_setup(tmp_path):
     r = _run(
         str(SCRIPTS / "bench_modes.py"), "--protocol", "grid", "--setups", "nope", cwd=tmp_path

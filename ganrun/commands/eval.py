@@ -34,6 +34,7 @@ from ganrun.metrics.evaluate import (
     protocol_digest,
 )
 from ganrun.paths import conf_dir
+from ganrun.rejection import RejectionSettings
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,16 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"truncation must be a threshold > 0, got {cfg.truncation}")
     if cfg.out is not None and not str(cfg.out).endswith(".json"):
         raise ConfigError(f"out={cfg.out} should name a .json file")
+    rejection = RejectionSettings.from_config(cfg.rejection)
+    rejection.check()
     for t in targets(cfg):
         _, state = ckpt.load(t)
         settings.check((state.get("data") or {}).get("kind"))
         train_cfg = OmegaConf.create(state["config"])
+        if rejection.enabled and int((state.get("data") or {}).get("num_classes", 0)):
+            raise ConfigError(
+                f"{t}: rejection sampling supports unconditional models only; drop rejection.method"
+            )
         check_reference(train_cfg.dataset, settings)
         if "modes" in settings.metrics:
             from ganrun.build import build_dataset
@@ -72,6 +79,8 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
 
     settings = Settings.from_config(cfg)
     settings.check()
+    rejection = RejectionSettings.from_config(cfg.rejection)
+    rejection.check()
     device = resolve_device(cfg.device)
     records: list[dict[str, Any]] = []
     rows: list[tuple[str, dict[str, Any]]] = []
@@ -88,12 +97,27 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
                 dataset_name=(state.get("choices") or {}).get("dataset"),
                 device=device,
             )
+        generator = "G_ema" if cfg.use_ema and "G_ema" in state["models"] else "G"
         start = time.perf_counter()
-        scores, protocol = prepared[key].run(G, truncation=cfg.truncation)
+        sampler = None
+        if rejection.enabled:
+            from ganrun import rejection as drs
+
+            sampler = drs.prepare(
+                rejection,
+                G,
+                train_cfg,
+                state,
+                prepared[key].data,
+                device,
+                checkpoint=path,
+                generator=generator,
+            )
+        scores, protocol = prepared[key].run(G, truncation=cfg.truncation, sampler=sampler)
         record = {
             "checkpoint": str(path),
             "step": int(state["step"]),
-            "generator": "G_ema" if cfg.use_ema and "G_ema" in state["models"] else "G",
+            "generator": generator,
             "truncation": cfg.truncation,
             "seed": settings.seed,
             "scores": scores,
@@ -101,6 +125,8 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "seconds": round(time.perf_counter() - start, 3),
         }
+        if sampler is not None:  # how the estimator fitted, and how many candidates it took
+            record["rejection"] = {"fit": sampler.fit, **sampler.last}
         records.append(record)
         history = ckpt.run_dir_of(path) / "metrics.jsonl"
         if cfg.history and history not in histories:
@@ -174,6 +200,13 @@ def describe_protocol(protocol: dict[str, Any]) -> str:
     if modes:
         clf = f"; classifier {modes['classifier']}" if modes.get("classifier") else ""
         parts.append(f"modes: {modes['n_generated']} samples of {modes['reference']}{clf}")
+    sampler = protocol.get("sampler")
+    if sampler:
+        est = sampler.get("estimator") or {}
+        parts.append(
+            f"samples through {sampler.get('method')} rejection (percentile "
+            f"{sampler.get('percentile')}; estimator {est.get('init')}, {est.get('steps')} steps)"
+        )
     return " | ".join(parts) or "(no protocol recorded)"
 
 
@@ -231,6 +264,8 @@ def format_tables(rows: list[tuple[str, dict[str, Any]]]) -> str:
 
 def _generator_label(rec: dict[str, Any]) -> str:
     g = str(rec.get("generator", "?"))
+    method = ((rec.get("protocol") or {}).get("sampler") or {}).get("method")
+    g = f"{g} +{method}" if method else g
     return f"{g} trunc {rec['truncation']:g}" if rec.get("truncation") else g
 
 

@@ -26,6 +26,7 @@ from ganrun.commands import report_errors
 from ganrun.config import register_configs
 from ganrun.errors import CheckpointError, ConfigError, GanrunError
 from ganrun.paths import conf_dir
+from ganrun.rejection import RejectionSettings
 
 log = logging.getLogger(__name__)
 
@@ -174,9 +175,17 @@ def sample(cfg: DictConfig, default_out: Path) -> list[Path]:
         raise ConfigError(f"steps must be >= 2 for an interpolation, got {cfg.steps}")
     check_code_modes(cfg)
     check_mixing_mode(cfg)
+    rejection = RejectionSettings.from_config(cfg.rejection)
+    rejection.check()
+    if rejection.enabled and (cfg.interpolate or cfg.traverse or cfg.mixing):
+        raise ConfigError(
+            "rejection.method works on plain grids of samples; drop interpolate / traverse / mixing"
+        )
     device = resolve_device(cfg.device)
     G, train_cfg, state = load_generator(cfg.ckpt, device, use_ema=cfg.use_ema)
     check_model_modes(cfg, G)
+    if rejection.enabled and getattr(G, "num_classes", 0):
+        raise ConfigError("rejection sampling supports unconditional models only")
     gen = torch.Generator().manual_seed(int(cfg.seed))
     torch.manual_seed(int(cfg.seed))  # for noise drawn inside G (StyleGAN's per-pixel noise)
     trunc, g_kwargs = truncation_args(G, cfg.truncation)
@@ -206,8 +215,11 @@ def sample(cfg: DictConfig, default_out: Path) -> list[Path]:
     if c is not None and cfg.class_idx is None and not cfg.per_image:
         # one row per class; with fewer samples than classes, sample i is of class i
         nrow, n, c = class_rows(G, cfg.n, device) or (nrow, n, c)
-    z = G.sample_z(n, device=device, generator=gen, truncation=trunc)
-    x = generate(G, z, c, **g_kwargs)
+    if rejection.enabled:
+        x = _rejection_samples(cfg, rejection, G, train_cfg, state, device, trunc)
+    else:
+        z = G.sample_z(n, device=device, generator=gen, truncation=trunc)
+        x = generate(G, z, c, **g_kwargs)
     if cfg.per_image:
         if x.dim() != 4:
             raise ConfigError(
@@ -224,6 +236,28 @@ def sample(cfg: DictConfig, default_out: Path) -> list[Path]:
         return paths
     centers = _centers(train_cfg) if x.dim() == 2 else None
     return [_write_grid(x, nrow, out, centers)]
+
+
+def _rejection_samples(cfg, settings, G, train_cfg, state, device, truncation):
+    """cfg.n samples that DRS accepts (ganrun.rejection); fits or loads the estimator."""
+    from ganrun import rejection as drs
+    from ganrun.commands.eval import _checkpoint_path
+
+    generator = "G_ema" if cfg.use_ema and "G_ema" in state["models"] else "G"
+    sampler = drs.prepare(
+        settings,
+        G,
+        train_cfg,
+        state,
+        build_dataset(train_cfg),
+        device,
+        checkpoint=_checkpoint_path(cfg.ckpt, state),
+        generator=generator,
+    )
+    x = sampler.generate(cfg.n, seed=int(cfg.seed), batch_size=settings.batch_size,
+                         truncation=truncation)  # fmt: skip
+    log.info("rejection: kept %d of %d candidates", cfg.n, sampler.last["drawn"])
+    return x
 
 
 def _centers(train_cfg):

@@ -276,14 +276,22 @@ class Evaluation:
         return [m for m in self.metrics if m not in self.skipped]
 
     def run(
-        self, G: torch.nn.Module, truncation: float | None = None
+        self, G: torch.nn.Module, truncation: float | None = None, sampler=None
     ) -> tuple[dict[str, float], dict[str, Any]]:
+        """Scores and protocol of G's samples; ``sampler`` (a
+        ganrun.rejection.RejectionSampler of G) draws them instead of G alone, and its
+        ``describe()`` joins the protocol as ``sampler``."""
         scores: dict[str, float] = {}
         protocol: dict[str, Any] = {}
+        draw = (
+            generate if sampler is None else (lambda _G, n, device, **kw: sampler.generate(n, **kw))
+        )
+        if sampler is not None:
+            protocol["sampler"] = sampler.describe()
         if self.image_metrics:
             from ganrun.metrics import fidelity
 
-            x = generate(
+            x = draw(
                 G,
                 self.s.n,
                 device=self.device,
@@ -310,15 +318,15 @@ class Evaluation:
             scores.update(got)
             protocol["fidelity"] = proto
         if "modes" in self.active:
-            got, proto = self._modes(G, truncation)
+            got, proto = self._modes(G, truncation, draw)
             scores.update(got)
             protocol["modes"] = proto
         return scores, protocol
 
-    def _modes(self, G, truncation):
+    def _modes(self, G, truncation, draw=generate):
         image = self.data.kind == "image"
         n = self.s.n_modes or (MODES_N_IMAGES if image else MODES_N_POINTS)
-        x = generate(
+        x = draw(
             G,
             n,
             device=self.device,
