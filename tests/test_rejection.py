@@ -227,3 +227,21 @@ def test_sample_refuses_drs_with_interpolation(grid_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and "drop interpolate" in err, err
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.fixture(scope="module")
+def cgan_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("drscgan") / "run"
+    run_train(run, tiny_overrides("cgan", "mnist_embedded", "logger.tensorboard=false"))
+    return run
+
+
+def test_conditional_models_are_refused_before_anything_runs(cgan_run, tmp_path, capsys):
+    run = cgan_run
+    for command in (["eval", "metrics=[modes]"], ["sample", f"out={tmp_path / 'x.png'}"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main([*command, f"ckpt={run}", "rejection.method=drs"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1, err
+        assert "unconditional models only" in err
+    assert not (run / "rejection").exists() and not (tmp_path / "x.png").exists()
