@@ -204,6 +204,16 @@ def estimator_path(checkpoint: Path, generator: str, settings: RejectionSettings
     return ckpt.run_dir_of(checkpoint) / "rejection" / f"{checkpoint.stem}-{generator}-{digest}.pt"
 
 
+def generator_digest(G: torch.nn.Module) -> str:
+    """SHA-256 of G's weights and buffers: an estimator belongs to exactly one G (a
+    best.pt, say, is rewritten as training goes on)."""
+    h = hashlib.sha256()
+    for name, t in G.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 # ------------------------------------------------------------------------ sampling
 class RejectionSampler:
     """Draws accepted samples of G (see the module doc). ``generate`` has the signature
@@ -318,14 +328,19 @@ def prepare(
     shape = tuple((state.get("data") or {}).get("shape") or data.data_shape)
     D, init = build_estimator(train_cfg, state, shape)
     path = estimator_path(checkpoint, generator, settings) if checkpoint is not None else None
-    if path is not None and path.is_file():
-        meta = load_estimator(path, D)
+    digest = generator_digest(G)
+    meta = load_estimator(path, D) if path is not None and path.is_file() else None
+    if meta is not None and meta.get("generator_sha256") == digest:
         fit, init = meta.get("fit", {}), meta.get("init", init)
         log.info("rejection: loaded the estimator fitted earlier from %s", path)
     else:
+        if meta is not None:  # same name, another G: the checkpoint was rewritten
+            log.info("rejection: %s was fitted for other weights; fitting again", path)
+            D, init = build_estimator(train_cfg, state, shape)
         log.info("rejection: fitting the estimator (%d steps, %s)", settings.steps, init)
         fit = fit_estimator(G, D, data, settings, device)
         log.info("rejection: estimator loss %.4f after %.0f s", fit["loss"], fit["seconds"])
         if path is not None:
-            save_estimator(path, D, {"fit": fit, "init": init, "settings": settings.fit_key()})
+            meta = {"fit": fit, "init": init, "settings": settings.fit_key()}
+            save_estimator(path, D, {**meta, "generator_sha256": digest})
     return RejectionSampler(G, D, settings, device, init=init, fit=fit)

@@ -245,3 +245,27 @@ def test_conditional_models_are_refused_before_anything_runs(cgan_run, tmp_path,
         assert e.value.code == 2 and err.count("\n") == 1, err
         assert "unconditional models only" in err
     assert not (run / "rejection").exists() and not (tmp_path / "x.png").exists()
+
+
+def test_a_rewritten_checkpoint_gets_a_new_estimator(grid_run, tmp_path, capsys):
+    import shutil
+
+    from ganrun import checkpoint as ckpt
+
+    run = tmp_path / "run"
+    shutil.copytree(grid_run, run, ignore=shutil.ignore_patterns("rejection"))
+    args = ["eval", f"ckpt={run}", "metrics=[modes]", "n_modes=100", "rejection.method=drs",
+            "rejection.steps=20", "rejection.burn_in=200", f"out={tmp_path / 'e.json'}"]  # fmt: skip
+    cli.main(args)
+    assert "fitting the estimator" in capsys.readouterr().out
+    # the same file name now holds other weights (as best.pt does during training)
+    path = run / "checkpoints" / "step-00000003.pt"
+    state = ckpt.load_file(path)
+    for t in state["models"]["G"].values():
+        if t.is_floating_point():
+            t.add_(0.01)
+    torch.save(state, path)
+    cli.main(args)
+    assert "was fitted for other weights; fitting again" in capsys.readouterr().out
+    cli.main(args)
+    assert "loaded the estimator fitted earlier" in capsys.readouterr().out

@@ -216,6 +216,11 @@ def sample(cfg: DictConfig, default_out: Path) -> list[Path]:
         # one row per class; with fewer samples than classes, sample i is of class i
         nrow, n, c = class_rows(G, cfg.n, device) or (nrow, n, c)
     if rejection.enabled:
+        if g_kwargs:
+            raise ConfigError(
+                "rejection sampling draws z itself; truncation in W (stylegan) is not "
+                "supported with it: drop truncation or rejection.method"
+            )
         x = _rejection_samples(cfg, rejection, G, train_cfg, state, device, trunc)
     else:
         z = G.sample_z(n, device=device, generator=gen, truncation=trunc)
