@@ -46,7 +46,7 @@ def test_grid_modes_is_the_tuned_pacgan4():
     assert cfg.optimizer.betas == [0.8, 0.999]  # the rest of the paper's Adam is kept
     assert cfg.optimizer.schedule == "linear"
     assert cfg.trainer.n_critic == 2 and cfg.trainer.ema_decay == pytest.approx(0.999)
-    assert cfg.trainer.steps == 40000 and cfg.trainer.batch_size == 400
+    assert cfg.trainer.steps == 20000 and cfg.trainer.batch_size == 400
 
 
 def test_the_command_line_wins_over_an_experiment():
