@@ -247,12 +247,16 @@ def build_dataset(cfg: DictConfig) -> DataSource:
     return _instantiate(cfg.dataset)
 
 
+def takes_labels(node: DictConfig) -> bool:
+    """Whether the model class of ``node`` is built class-conditional (it takes
+    ``num_classes``; with a labelled dataset it then gets the dataset's classes)."""
+    return "num_classes" in inspect.signature(get_class(node._target_).__init__).parameters
+
+
 def build_models(cfg: DictConfig, data_shape, num_classes: int):
     def make(node):
-        cls = get_class(node._target_)
-        params = inspect.signature(cls.__init__).parameters
         kwargs = {"data_shape": tuple(data_shape)}
-        if "num_classes" in params:
+        if takes_labels(node):
             kwargs["num_classes"] = num_classes
         return _instantiate(node, **kwargs)
 

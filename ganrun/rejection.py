@@ -37,7 +37,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
+from ganrun.config import RejectionConfig
 from ganrun.errors import CheckpointError, ConfigError, GanrunError
 from ganrun.rng import fork_rng
 
@@ -56,17 +57,9 @@ EPS = 1e-6  # Azadi et al., eq. (8)
 
 
 @dataclass
-class RejectionSettings:
-    """``rejection.*`` of ``ganrun eval`` (see ganrun.config.RejectionConfig)."""
-
-    method: str | None = None
-    steps: int = 10_000
-    batch_size: int = 500
-    lr: float = 1e-3
-    percentile: float | None = 95.0  # None: gamma = 0, exact rejection sampling (Sec. 3.1)
-    burn_in: int = 10_000
-    seed: int = 0
-    max_draws: int = 200  # give up after drawing this many candidates per sample asked for
+class RejectionSettings(RejectionConfig):
+    """``rejection.*`` of ``ganrun eval`` / ``ganrun sample``: the fields and defaults are
+    the schema's (ganrun.config.RejectionConfig); this adds the checks."""
 
     @classmethod
     def from_config(cls, node: DictConfig | dict | None) -> RejectionSettings:
@@ -102,6 +95,19 @@ class RejectionSettings:
 
 
 # ------------------------------------------------------------------------ estimator
+def check_unconditional(train_cfg: DictConfig, state: dict[str, Any], where: str) -> None:
+    """DRS estimates p_data(x) / p_G(x) without labels: class-conditional generators
+    are refused (before anything is fitted or written). The model decides, by the rule
+    build_models uses, not the dataset: a DCGAN trained on labelled MNIST is fine."""
+    from ganrun.build import takes_labels
+
+    labels = int((state.get("data") or {}).get("num_classes", 0) or 0)
+    if labels and takes_labels(train_cfg.model.G):
+        raise ConfigError(
+            f"{where}: rejection sampling supports unconditional models only; drop rejection.method"
+        )
+
+
 def estimator_config(train_cfg: DictConfig) -> tuple[DictConfig, bool]:
     """(D's config with pack 1, whether the checkpoint's D has that same shape)."""
     node = OmegaConf.create(OmegaConf.to_container(train_cfg.model.D, resolve=True))
@@ -117,8 +123,6 @@ def build_estimator(train_cfg: DictConfig, state: dict[str, Any], data_shape) ->
 
     node, same_shape = estimator_config(train_cfg)
     D = _instantiate(node, data_shape=tuple(data_shape))
-    if getattr(D, "num_classes", 0):
-        raise ConfigError("rejection sampling supports unconditional models only")
     if same_shape and "D" in state.get("models", {}):
         try:
             D.load_state_dict(state["models"]["D"])
@@ -306,10 +310,7 @@ class RejectionSampler:
             "paper": "Azadi et al. 2019 (arXiv:1810.06758)",
             "percentile": s.percentile,
             "burn_in": s.burn_in,
-            "estimator": {
-                "init": self.init,
-                **{k: v for k, v in asdict(s).items() if k in s.fit_key()},
-            },
+            "estimator": {"init": self.init, **s.fit_key()},
         }
 
 
@@ -332,6 +333,7 @@ def prepare(
 ) -> RejectionSampler:
     """The sampler for G: the estimator is fitted once and kept beside the checkpoint
     (``estimator_path``); a later call with the same fit settings loads it."""
+    check_unconditional(train_cfg, state, str(checkpoint) if checkpoint else "this model")
     shape = tuple((state.get("data") or {}).get("shape") or data.data_shape)
     D, init = build_estimator(train_cfg, state, shape)
     path = estimator_path(checkpoint, generator, settings) if checkpoint is not None else None
@@ -348,6 +350,11 @@ def prepare(
         fit = fit_estimator(G, D, data, settings, device)
         log.info("rejection: estimator loss %.4f after %.0f s", fit["loss"], fit["seconds"])
         if path is not None:
-            meta = {"fit": fit, "init": init, "settings": settings.fit_key()}
-            save_estimator(path, D, {**meta, "generator_sha256": digest})
+            meta = {
+                "fit": fit,
+                "init": init,
+                "settings": settings.fit_key(),
+                "generator_sha256": digest,
+            }
+            save_estimator(path, D, meta)
     return RejectionSampler(G, D, settings, device, init=init, fit=fit)

@@ -192,17 +192,17 @@ def run_rejection(job: dict) -> dict:
     """DRS on a finished run's final checkpoint (see the module doc)."""
     from ganrun import checkpoint as ckpt
     from ganrun import rejection as drs
-    from ganrun.commands.sample import load_generator
+    from ganrun.commands.sample import generator_key, load_generator
 
     torch.set_num_threads(job["threads"])
     raw = job["raw"]
     run_dir = Path(raw["run_dir"])
-    path = run_dir / ckpt.CKPT_DIR / f"step-{job['steps']:08d}.pt"
+    path = ckpt.step_path(run_dir, job["steps"])
     G, train_cfg, state = load_generator(path, torch.device("cpu"))
     data = build_dataset(train_cfg)
     settings = drs.RejectionSettings(method=job["rejection"], steps=job["rejection_steps"])
     t0 = time.perf_counter()
-    generator = "G_ema" if "G_ema" in state["models"] else "G"
+    generator = generator_key(state)
     sampler = drs.prepare(
         settings,
         G,

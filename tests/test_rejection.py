@@ -269,3 +269,16 @@ def test_a_rewritten_checkpoint_gets_a_new_estimator(grid_run, tmp_path, capsys)
     assert "was fitted for other weights; fitting again" in capsys.readouterr().out
     cli.main(args)
     assert "loaded the estimator fitted earlier" in capsys.readouterr().out
+
+
+def test_drs_samples_an_image_model(tmp_path_factory, tmp_path, capsys):
+    # DCGAN's D (unpacked): the estimator starts from the checkpoint's D
+    run = tmp_path_factory.mktemp("drsdcgan") / "run"
+    run_train(run, tiny_overrides("dcgan", "mnist_embedded", "logger.tensorboard=false"))
+    capsys.readouterr()
+    out = tmp_path / "drs.png"
+    cli.main(["sample", f"ckpt={run}", "n=16", "nrow=4", f"out={out}", "rejection.method=drs",
+              "rejection.steps=3", "rejection.batch_size=16", "rejection.burn_in=32"])  # fmt: skip
+    log = capsys.readouterr().out
+    assert out.is_file() and "fitting the estimator (3 steps, gan-D)" in log
+    assert "rejection: kept 16 of" in log

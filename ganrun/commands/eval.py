@@ -61,10 +61,10 @@ def check(cfg: DictConfig) -> None:
         _, state = ckpt.load(t)
         settings.check((state.get("data") or {}).get("kind"))
         train_cfg = OmegaConf.create(state["config"])
-        if rejection.enabled and int((state.get("data") or {}).get("num_classes", 0)):
-            raise ConfigError(
-                f"{t}: rejection sampling supports unconditional models only; drop rejection.method"
-            )
+        if rejection.enabled:
+            from ganrun.rejection import check_unconditional
+
+            check_unconditional(train_cfg, state, t)
         check_reference(train_cfg.dataset, settings)
         if "modes" in settings.metrics:
             from ganrun.build import build_dataset
@@ -75,7 +75,7 @@ def check(cfg: DictConfig) -> None:
 
 def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     from ganrun.build import resolve_device
-    from ganrun.commands.sample import load_generator
+    from ganrun.commands.sample import generator_key, load_generator
 
     settings = Settings.from_config(cfg)
     settings.check()
@@ -97,7 +97,7 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
                 dataset_name=(state.get("choices") or {}).get("dataset"),
                 device=device,
             )
-        generator = "G_ema" if cfg.use_ema and "G_ema" in state["models"] else "G"
+        generator = generator_key(state, cfg.use_ema)
         start = time.perf_counter()
         sampler = None
         if rejection.enabled:

@@ -31,6 +31,11 @@ from ganrun.rejection import RejectionSettings
 log = logging.getLogger(__name__)
 
 
+def generator_key(state: dict, use_ema: bool = True) -> str:
+    """Which of a checkpoint's generators is read: "G_ema" when kept and wanted, else "G"."""
+    return "G_ema" if use_ema and "G_ema" in state["models"] else "G"
+
+
 def load_generator(target: str | Path, device: torch.device, use_ema: bool = True):
     """(G in eval mode, stored config, checkpoint state) from a run dir or file."""
     path, state = ckpt.load(target, map_location="cpu")
@@ -40,7 +45,7 @@ def load_generator(target: str | Path, device: torch.device, use_ema: bool = Tru
         raise CheckpointError(f"{path} has no data shape; it was not written by `ganrun train`")
     G, _ = build_models(cfg, tuple(data["shape"]), int(data.get("num_classes", 0)))
     models = state["models"]
-    key = "G_ema" if use_ema and "G_ema" in models else "G"
+    key = generator_key(state, use_ema)
     try:
         G.load_state_dict(models[key])
     except RuntimeError as e:
@@ -184,8 +189,6 @@ def sample(cfg: DictConfig, default_out: Path) -> list[Path]:
     device = resolve_device(cfg.device)
     G, train_cfg, state = load_generator(cfg.ckpt, device, use_ema=cfg.use_ema)
     check_model_modes(cfg, G)
-    if rejection.enabled and getattr(G, "num_classes", 0):
-        raise ConfigError("rejection sampling supports unconditional models only")
     gen = torch.Generator().manual_seed(int(cfg.seed))
     torch.manual_seed(int(cfg.seed))  # for noise drawn inside G (StyleGAN's per-pixel noise)
     trunc, g_kwargs = truncation_args(G, cfg.truncation)
@@ -248,7 +251,6 @@ def _rejection_samples(cfg, settings, G, train_cfg, state, device, truncation):
     from ganrun import rejection as drs
     from ganrun.commands.eval import _checkpoint_path
 
-    generator = "G_ema" if cfg.use_ema and "G_ema" in state["models"] else "G"
     sampler = drs.prepare(
         settings,
         G,
@@ -257,7 +259,7 @@ def _rejection_samples(cfg, settings, G, train_cfg, state, device, truncation):
         build_dataset(train_cfg),
         device,
         checkpoint=_checkpoint_path(cfg.ckpt, state),
-        generator=generator,
+        generator=generator_key(state, cfg.use_ema),
     )
     x = sampler.generate(cfg.n, seed=int(cfg.seed), batch_size=settings.batch_size,
                          truncation=truncation)  # fmt: skip
