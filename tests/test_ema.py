@@ -1,4 +1,5 @@
-"""The EMA of G: averaged weights get BatchNorm statistics of their own."""
+"""The EMA of G: averaged weights get BatchNorm statistics and spectral-norm
+vectors of their own."""
 
 from __future__ import annotations
 
@@ -8,9 +9,13 @@ import torch
 from torch import nn
 
 from ganrun import checkpoint as ckpt
+from ganrun.models import layers
 from ganrun.models.vanilla import Generator
 from ganrun.training.ema import (
     batch_norm_layers,
+    copied_buffers,
+    spectral_norm_vectors,
+    spectral_norms,
     standing_batch_norm_stats,
     standing_stats_seed,
     update_ema,
@@ -51,7 +56,7 @@ def test_update_ema_copies_buffers_that_are_not_batch_norm_statistics():
         def __init__(self):
             super().__init__()
             self.lin = nn.Linear(2, 2)
-            self.register_buffer("u", torch.zeros(3))  # e.g. a spectral-norm vector
+            self.register_buffer("u", torch.zeros(3))  # e.g. StyleGAN's w_avg
 
     model, ema = WithBuffer(), WithBuffer()
     model.u.fill_(7.0)
@@ -135,4 +140,97 @@ def test_a_stored_g_ema_carries_statistics_of_its_own_weights(tmp_path):
         device=CPU,
     )
     for k in stats:
+        torch.testing.assert_close(G.state_dict()[k], e[k])
+
+
+class _SNNet(nn.Module):
+    """Spectral-norm layers of three shapes (wide, tall, conv); no forward needed."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = layers.linear(6, 12, use_sn=True)
+        self.b = layers.linear(12, 5, use_sn=True)
+        self.c = layers.conv3x3(3, 4, use_sn=True)
+
+    def track(self, steps: int = 20) -> None:
+        """What training does to the live G's vectors: one power iteration per pass."""
+        self.train()
+        for _ in range(steps):
+            for m in (self.a, self.b, self.c):
+                m.weight  # noqa: B018 (the parametrization runs its power iteration)
+
+
+def _normalized_norms(net: nn.Module) -> list[float]:
+    """Largest singular value of each layer's eval-mode weight W / sigma_estimate."""
+    net.eval()
+    return [
+        float(torch.linalg.matrix_norm(p._reshape_weight_to_matrix(plist().detach()), ord=2))
+        for p, plist in spectral_norms(net)
+    ]
+
+
+def test_g_ema_divides_by_the_spectral_norm_of_its_own_weights():
+    """G_ema with the live G's power-iteration vectors underestimates sigma(W_ema)
+    (eval mode runs no iteration); after the standing statistics it is exact."""
+    torch.manual_seed(0)
+    G, ema = _SNNet(), _SNNet()  # the EMA lags: other weights than the live G's
+    with torch.no_grad():
+        for p in G.parameters():
+            p.mul_(3.0).add_(torch.randn_like(p))
+    G.track()
+    vectors = [(p._u.clone(), p._v.clone()) for p, _ in spectral_norms(ema)]
+    update_ema(ema, G, beta=0.5)
+    for (u, v), (p, _) in zip(vectors, spectral_norms(ema)):
+        assert torch.equal(p._u, u) and torch.equal(p._v, v)  # not the live G's
+    assert standing_batch_norm_stats(ema, batch_size=8, seed=0, device=CPU)  # SN, no BN
+    for norm in _normalized_norms(ema):
+        assert abs(norm - 1.0) < 1e-3
+
+
+def test_spectral_norm_vectors_depend_on_the_weights_alone():
+    """Same weights, any previous vectors: the same bits (a resumed run recomputes the
+    uninterrupted run's numbers), and the global RNG is not touched."""
+    torch.manual_seed(1)
+    net = _SNNet()
+    rng = torch.get_rng_state()
+    assert spectral_norm_vectors(net)
+    first = [(p._u.clone(), p._v.clone()) for p, _ in spectral_norms(net)]
+    with torch.no_grad():
+        for p, _ in spectral_norms(net):
+            p._u.copy_(torch.nn.functional.normalize(torch.randn_like(p._u), dim=0))
+            p._v.copy_(torch.nn.functional.normalize(torch.randn_like(p._v), dim=0))
+    rng = torch.get_rng_state()
+    spectral_norm_vectors(net)
+    assert torch.equal(torch.get_rng_state(), rng)
+    for (u, v), (p, _) in zip(first, spectral_norms(net)):
+        assert torch.equal(p._u, u) and torch.equal(p._v, v)
+    assert not spectral_norm_vectors(Generator((2,), z_dim=2, width=8, depth=1))
+
+
+def test_update_ema_copies_no_spectral_norm_vector():
+    G, ema = _SNNet(), _SNNet()
+    own = {id(b) for p, _ in spectral_norms(ema) for b in (p._u, p._v)}
+    assert own and not own & {id(be) for be, _ in copied_buffers(ema, G)}
+
+
+def test_a_stored_sagan_g_ema_carries_spectral_norm_vectors_of_its_own_weights(tmp_path):
+    """What sample/eval load: G_ema's vectors are its own, and its layers have norm 1."""
+    run_train(
+        tmp_path,
+        tiny_overrides(
+            "sagan", "fake", "dataset.size=16", "dataset.resolution=32",
+            "trainer.ema_decay=0.9", "trainer.steps=2", "trainer.batch_size=4",
+        ),
+    )  # fmt: skip
+    from ganrun.commands.sample import load_generator
+
+    _, state = ckpt.load(tmp_path)
+    g, e = state["models"]["G"], state["models"]["G_ema"]
+    vectors = [k for k in e if k.endswith(("._u", "._v"))]
+    assert vectors and any(not torch.equal(g[k], e[k]) for k in vectors)
+    G, _, _ = load_generator(tmp_path, CPU)
+    for norm in _normalized_norms(G):
+        assert abs(norm - 1.0) < 1e-3
+    spectral_norm_vectors(G)  # the stored vectors are the ones of G_ema's weights
+    for k in vectors:
         torch.testing.assert_close(G.state_dict()[k], e[k])

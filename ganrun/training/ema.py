@@ -8,8 +8,17 @@ EMA at decay 0.9999 carrying G's statistics put no point near any mode, while
 the same weights with their own statistics covered 13-25 of them). Before
 G_ema is used, ``standing_batch_norm_stats`` recomputes its statistics from
 its own forward passes: the "standing statistics" of BigGAN's released code
-(Brock et al. 2019, BigGAN-PyTorch ``accumulate_standing_stats``). Other
-buffers (spectral-norm vectors, StyleGAN's tracked w average) are copied.
+(Brock et al. 2019, BigGAN-PyTorch ``accumulate_standing_stats``).
+
+Spectral-norm vectors are not copied either. torch's spectral norm divides W by
+sigma = u^T W v with u, v kept as buffers and refined by one power iteration per
+training-mode forward pass; G_ema only runs in eval mode, so it would divide its
+averaged W by a sigma measured with vectors of the live G's W, which
+underestimates sigma(W_ema) (a 2-channel SAGAN G whose EMA lagged its G gave
+layers of spectral norm up to 1.066 instead of 1). ``spectral_norm_vectors`` sets
+each u, v to the top singular pair of the averaged weight, as a function of the
+weight alone, and ``standing_batch_norm_stats`` calls it first. Other buffers
+(StyleGAN's tracked w average) are copied.
 """
 
 from __future__ import annotations
@@ -37,11 +46,34 @@ def batch_norm_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm
     ]
 
 
+def spectral_norms(module: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+    """(spectral-norm parametrization, its ParametrizationList) for every weight of
+    ``module`` under ``torch.nn.utils.parametrizations.spectral_norm`` that keeps
+    power-iteration vectors (1-D weights have none)."""
+    found = []
+    for m in module.modules():
+        for plist in getattr(m, "parametrizations", {}).values():
+            found += [(p, plist) for p in plist if _is_spectral_norm(p)]
+    return found
+
+
+def _is_spectral_norm(p: nn.Module) -> bool:
+    return hasattr(p, "_u") and hasattr(p, "_v") and hasattr(p, "_reshape_weight_to_matrix")
+
+
+def own_buffers(ema: nn.Module) -> set[int]:
+    """ids of G_ema's buffers that describe its own weights and are never copied from G:
+    BatchNorm statistics and spectral-norm vectors."""
+    ids = {id(b) for m in batch_norm_layers(ema) for b in m.buffers(recurse=False)}
+    return ids | {id(b) for p, _ in spectral_norms(ema) for b in (p._u, p._v)}
+
+
 def copied_buffers(ema: nn.Module, model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(ema buffer, model buffer) pairs update_ema copies: every buffer but BatchNorm
-    statistics. The trainer computes them once and passes them to every update."""
-    stats = {id(b) for m in batch_norm_layers(ema) for b in m.buffers(recurse=False)}
-    return [(be, bm) for be, bm in zip(ema.buffers(), model.buffers()) if id(be) not in stats]
+    statistics and spectral-norm vectors (``own_buffers``). The trainer computes them
+    once and passes them to every update."""
+    own = own_buffers(ema)
+    return [(be, bm) for be, bm in zip(ema.buffers(), model.buffers()) if id(be) not in own]
 
 
 @torch.no_grad()
@@ -71,6 +103,38 @@ def copy_weights(dst: nn.Module, src: nn.Module) -> None:
 
 
 @torch.no_grad()
+def spectral_norm_vectors(G: nn.Module) -> bool:
+    """Set every spectral-norm layer's u, v to the top left/right singular vectors of
+    its current weight, so that eval mode divides W by sigma(W) itself (to float
+    precision), not by an estimate made with another matrix's vectors.
+
+    The pair comes from ``torch.linalg.eigh`` of the smaller Gram matrix (W W^T or
+    W^T W) in float64: a function of the weight alone — the vectors held before do
+    not enter — so the result is the same whatever was computed earlier (a resumed
+    run gets the uninterrupted run's numbers) and the global RNG is not touched.
+    The cost is one Gram product per layer (m^2 n for an m x n weight, m <= n).
+    Returns False when G has no spectral norm."""
+    found = spectral_norms(G)
+    for p, plist in found:
+        weight = plist.original
+        for q in plist:  # the input of ``p``: the parametrizations before it applied
+            if q is p:
+                break
+            weight = q(weight)
+        W = p._reshape_weight_to_matrix(weight).detach().double()
+        h, w = W.shape
+        if h <= w:
+            u = torch.linalg.eigh(W @ W.T).eigenvectors[:, -1]
+            v = torch.nn.functional.normalize(W.T @ u, dim=0, eps=p.eps)
+        else:
+            v = torch.linalg.eigh(W.T @ W).eigenvectors[:, -1]
+            u = torch.nn.functional.normalize(W @ v, dim=0, eps=p.eps)
+        p._u.copy_(u)
+        p._v.copy_(v)
+    return bool(found)
+
+
+@torch.no_grad()
 def standing_batch_norm_stats(
     G: nn.Module,
     *,
@@ -79,15 +143,17 @@ def standing_batch_norm_stats(
     device: torch.device,
     batches: int = STANDING_STATS_BATCHES,
 ) -> bool:
-    """Replace G's BatchNorm running statistics by the average over ``batches``
-    forward passes of ``batch_size`` fresh latents (and uniform labels when G is
-    conditional), drawn from a generator seeded with ``seed``: the same numbers
-    every time for the same weights, and the global RNG is left untouched. Only
-    the BatchNorm layers run in training mode. Returns False (and does nothing)
-    when G has no BatchNorm."""
+    """G's own statistics, for averaged weights: first its spectral-norm vectors
+    (``spectral_norm_vectors``), then its BatchNorm running statistics, replaced by
+    the average over ``batches`` forward passes of ``batch_size`` fresh latents
+    (and uniform labels when G is conditional), drawn from a generator seeded with
+    ``seed``: the same numbers every time for the same weights, and the global RNG
+    is left untouched. Only the BatchNorm layers run in training mode. Returns
+    False (and does nothing) when G has neither spectral norm nor BatchNorm."""
+    sn = spectral_norm_vectors(G)
     layers = batch_norm_layers(G)
     if not layers:
-        return False
+        return sn
     modes = [(m, m.training) for m in G.modules()]
     momenta = [m.momentum for m in layers]
     nc = int(getattr(G, "num_classes", 0) or 0)
