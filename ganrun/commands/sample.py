@@ -27,6 +27,7 @@ from ganrun.config import register_configs
 from ganrun.errors import CheckpointError, ConfigError, GanrunError
 from ganrun.paths import conf_dir
 from ganrun.rejection import RejectionSettings
+from ganrun.training.ema import spectral_norm_vectors
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ def load_generator(target: str | Path, device: torch.device, use_ema: bool = Tru
         raise CheckpointError(
             f"{path}: weights do not match the architecture in its config: {first[:200]}"
         ) from None
+    if key == "G_ema":  # checkpoints from before G_ema kept its own spectral-norm vectors
+        spectral_norm_vectors(G)
     G = G.to(device).eval().requires_grad_(False)
     log.info(
         "loaded %s (%s, step %d) from %s", key, cfg.model.get("name", "model"), state["step"], path
