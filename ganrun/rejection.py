@@ -47,6 +47,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ganrun.config import RejectionConfig
 from ganrun.errors import CheckpointError, ConfigError, GanrunError
+from ganrun.models.base import truncation_args
 from ganrun.rng import fork_rng
 
 log = logging.getLogger(__name__)
@@ -256,7 +257,9 @@ class RejectionSampler:
                 G.train(was)
 
     def _candidates(self, n: int, g: torch.Generator, truncation: float | None) -> torch.Tensor:
-        return self.G(self.G.sample_z(n, device=self.device, generator=g, truncation=truncation))
+        trunc, g_kwargs = truncation_args(self.G, truncation)  # in z, or in W (StyleGAN)
+        z = self.G.sample_z(n, device=self.device, generator=g, truncation=trunc)
+        return self.G(z, None, **g_kwargs)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.D(x).reshape(-1).double().cpu()

@@ -204,3 +204,40 @@ def test_fit_evaluator_through_the_cli(env, tmp_path, monkeypatch):
     meta = torch.load(out, weights_only=True)["meta"]
     assert meta["dataset"] == "mnist_embedded" and meta["name"] == "mnist-classifier"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clf.pt"]
+
+
+def test_eval_truncates_stylegan_in_w_and_biggan_in_z(env, tmp_path, monkeypatch):
+    """`ganrun eval truncation=psi` on StyleGAN: psi acts on w inside G (the paper's
+    truncation study), recorded with the scores; BigGAN's |z| threshold still works."""
+    from ganrun.commands.eval import evaluate
+    from ganrun.commands.sample import load_generator
+    from ganrun.metrics.sampling import generate
+    from ganrun.models.biggan import Generator as BigGAN
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    run = tmp_path / "stylegan"
+    run_train(run, tiny_overrides("stylegan", "mnist_embedded", "trainer.steps=2",
+                                  "trainer.batch_size=4", "logger.tensorboard=false"))  # fmt: skip
+    args = [f"ckpt={run}", "metrics=[fid]", "n=16", "batch_size=8", "features=mnist-classifier"]
+    cfg = compose_config([*args, "truncation=0.7", f"out={tmp_path / 's.json'}"], "evaluate")
+    (record,) = evaluate(cfg)
+    assert record["truncation"] == 0.7 and record["generator"] == "G_ema"
+    assert record["scores"]["fid[mnist-classifier]"] >= 0
+
+    G, _, _ = load_generator(run, torch.device("cpu"))
+    draw = dict(device=torch.device("cpu"), seed=1, batch_size=8)
+    at = {psi: generate(G, 8, truncation=psi, **draw) for psi in (0.0, 1.0)}
+    assert not torch.allclose(at[0.0], at[1.0])  # same z and noise, other psi
+    torch.testing.assert_close(at[1.0], generate(G, 8, **draw))  # psi = 1: w itself
+    with torch.no_grad():  # psi = 0: every w at w_avg; with fixed noise, one image
+        x = G(G.sample_z(3), truncation=0.0, noise="const")
+    torch.testing.assert_close(x, x[:1].expand_as(x))
+
+    torch.manual_seed(0)
+    big = BigGAN((1, 32, 32), num_classes=2, z_dim=16, width=2, shared_dim=8).eval()
+    x = generate(big, 4, truncation=0.5, **draw)
+    z = big.sample_z(4, generator=torch.Generator().manual_seed(1), truncation=0.5)
+    with torch.no_grad():
+        torch.testing.assert_close(x, big(z, torch.arange(4) % 2))
+    assert z.abs().max() <= 0.5

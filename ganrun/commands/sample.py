@@ -25,6 +25,7 @@ from ganrun.build import build_dataset, build_models, resolve_device
 from ganrun.commands import report_errors
 from ganrun.config import register_configs
 from ganrun.errors import CheckpointError, ConfigError, GanrunError
+from ganrun.models.base import truncation_args
 from ganrun.paths import conf_dir
 from ganrun.rejection import RejectionSettings
 from ganrun.training.ema import spectral_norm_vectors
@@ -143,14 +144,6 @@ def generate(
     return torch.cat([G(zi, ci, **g_kwargs) for zi, ci in zip(z.split(chunk), cs)])
 
 
-def truncation_args(G, truncation: float | None) -> tuple[float | None, dict]:
-    """(threshold for G.sample_z, keyword arguments for G): models with
-    TRUNCATION_SPACE = "z" truncate when drawing z; "w" ones (StyleGAN) inside G."""
-    if getattr(G, "TRUNCATION_SPACE", "z") == "w":
-        return None, ({} if truncation is None else {"truncation": float(truncation)})
-    return truncation, {}
-
-
 def check_mixing_mode(cfg: DictConfig) -> None:
     if not cfg.mixing:
         return
@@ -194,7 +187,7 @@ def sample(cfg: DictConfig, default_out: Path) -> list[Path]:
     check_model_modes(cfg, G)
     gen = torch.Generator().manual_seed(int(cfg.seed))
     torch.manual_seed(int(cfg.seed))  # for noise drawn inside G (StyleGAN's per-pixel noise)
-    trunc, g_kwargs = truncation_args(G, cfg.truncation)
+    trunc, g_kwargs = truncation_args(G, cfg.truncation)  # in z, or in W (StyleGAN)
     out = Path(cfg.out) if cfg.out else default_out
 
     if cfg.mixing:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ganrun.models.base import truncation_args
 from ganrun.rng import fork_rng
 
 
@@ -18,7 +19,10 @@ def generate(
     truncation: float | None = None,
 ) -> torch.Tensor:
     """``n`` samples from G (eval mode, fixed seed, balanced labels when conditional),
-    on the CPU, leaving the global RNG and G's mode untouched."""
+    on the CPU, leaving the global RNG and G's mode untouched. ``truncation`` acts
+    where G says it does (``G.truncation_args``): BigGAN's |z| threshold when
+    drawing z, StyleGAN's psi on w inside G."""
+    trunc, g_kwargs = truncation_args(G, truncation)
     was = G.training
     g = torch.Generator().manual_seed(seed)
     nc = int(getattr(G, "num_classes", 0) or 0)
@@ -28,9 +32,9 @@ def generate(
         try:
             for start in range(0, n, batch_size):
                 b = min(batch_size, n - start)
-                z = G.sample_z(b, device=device, generator=g, truncation=truncation)
+                z = G.sample_z(b, device=device, generator=g, truncation=trunc)
                 c = (torch.arange(start, start + b, device=device) % nc) if nc else None
-                out.append(G(z, c).float().cpu())
+                out.append(G(z, c, **g_kwargs).float().cpu())
         finally:
             G.train(was)
     return torch.cat(out)

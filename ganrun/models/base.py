@@ -52,6 +52,13 @@ def sample_latent(
     )
 
 
+def truncation_args(G, truncation: float | None) -> tuple[float | None, dict]:
+    """``G.truncation_args(truncation)``; a generator that only follows the basic
+    contract (``sample_z`` and ``forward``, no base class) truncates in z."""
+    method = getattr(G, "truncation_args", None)
+    return method(truncation) if method is not None else (truncation, {})
+
+
 def truncate_normal(
     z: torch.Tensor, threshold: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -129,6 +136,15 @@ class Generator(Capabilities, nn.Module):
         return sample_latent(
             n, self.z_dim, self.z_dist, device=device, generator=generator, truncation=truncation
         )
+
+    def truncation_args(self, truncation: float | None) -> tuple[float | None, dict]:
+        """How this generator truncates, for every caller that draws samples (ganrun
+        sample, the evaluation sampler, rejection sampling): (threshold for
+        ``self.sample_z``, keyword arguments for ``self(z, c, ...)``), read from
+        ``TRUNCATION_SPACE``. ``truncation=None`` gives (None, {})."""
+        if truncation is not None and self.TRUNCATION_SPACE == "w":
+            return None, {"truncation": float(truncation)}
+        return truncation, {}
 
 
 class Discriminator(Capabilities, nn.Module):
