@@ -25,7 +25,8 @@ Deviations from the papers (also in docs/OBJECTIVES.md):
   real sample's label (the paper is unconditional).
 * Orthogonal: BigGAN's reference code (BigGAN-PyTorch, utils.ortho) adds the
   gradient 2*beta*((W W^T) * (1 - I)) W directly, which is half the gradient of
-  Eq. 3 as written; we implement Eq. 3 (so beta=1e-4 here is 2x the code's).
+  Eq. 3 as written (4*beta*(...) W); we implement Eq. 3, so weight = beta/2
+  reproduces the code's beta (model=biggan sets 5e-5 = the code's 1e-4).
 * Consensus: the paper updates both players simultaneously with one L; ganrun
   alternates D and G steps, so each phase adds weight * L evaluated at the
   current parameters on its own batch and descends it w.r.t. its own parameters.
@@ -146,7 +147,9 @@ def ortho_penalty(G: nn.Module) -> torch.Tensor:
 
 class Orthogonal(Regularizer):
     """BigGAN's orthogonal regularization (Brock et al. 2018, Eq. 3):
-    weight * ||W^T W * (1 - I)||_F^2 over G's weights, in the G phase; beta = 1e-4."""
+    weight * ||W W^T * (1 - I)||_F^2 over G's weights, in the G phase; beta = 1e-4.
+    The gradient is 4 * weight * ((W W^T) * (1 - I)) W, twice the authors' code's
+    at the same beta: weight = beta/2 matches the code (model=biggan: 5e-5)."""
 
     name = "ortho"
 
