@@ -207,6 +207,17 @@ def test_spectral_norm_vectors_depend_on_the_weights_alone():
     assert not spectral_norm_vectors(Generator((2,), z_dim=2, width=8, depth=1))
 
 
+def test_non_finite_weights_give_non_finite_vectors_not_an_error():
+    """A diverged G_ema is the divergence guard's to report, not a LinAlgError's."""
+    net = _SNNet()
+    with torch.no_grad():
+        net.b.parametrizations.weight.original.fill_(float("nan"))
+    assert spectral_norm_vectors(net)
+    p = next(q for q, pl in spectral_norms(net) if pl is net.b.parametrizations.weight)
+    assert torch.isnan(p._u).all() and torch.isnan(p._v).all()
+    assert all(torch.isfinite(q._u).all() for q, _ in spectral_norms(net) if q is not p)
+
+
 def test_update_ema_copies_no_spectral_norm_vector():
     G, ema = _SNNet(), _SNNet()
     own = {id(b) for p, _ in spectral_norms(ema) for b in (p._u, p._v)}

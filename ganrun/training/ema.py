@@ -123,12 +123,15 @@ def spectral_norm_vectors(G: nn.Module) -> bool:
             weight = q(weight)
         W = p._reshape_weight_to_matrix(weight).detach().double()
         h, w = W.shape
-        if h <= w:
-            u = torch.linalg.eigh(W @ W.T).eigenvectors[:, -1]
-            v = torch.nn.functional.normalize(W.T @ u, dim=0, eps=p.eps)
-        else:
-            v = torch.linalg.eigh(W.T @ W).eigenvectors[:, -1]
-            u = torch.nn.functional.normalize(W @ v, dim=0, eps=p.eps)
+        try:
+            if h <= w:
+                u = torch.linalg.eigh(W @ W.T).eigenvectors[:, -1]
+                v = torch.nn.functional.normalize(W.T @ u, dim=0, eps=p.eps)
+            else:
+                v = torch.linalg.eigh(W.T @ W).eigenvectors[:, -1]
+                u = torch.nn.functional.normalize(W @ v, dim=0, eps=p.eps)
+        except torch.linalg.LinAlgError:  # non-finite weights: leave them to the divergence guard
+            u, v = torch.full_like(p._u, float("nan")), torch.full_like(p._v, float("nan"))
         p._u.copy_(u)
         p._v.copy_(v)
     return bool(found)
