@@ -145,3 +145,52 @@ def test_bench_modes_refuses_an_unknown_setup(tmp_path):
         str(SCRIPTS / "bench_modes.py"), "--protocol", "grid", "--setups", "nope", cwd=tmp_path
     )
     assert r.returncode == 2 and "unknown setups ['nope']" in r.stderr
+
+
+def test_bench_quality_records_runs_and_the_reference(tmp_path):
+    from tests.test_metrics import save_tiny_evaluator
+
+    save_tiny_evaluator(tmp_path / "cache")
+    results, report = tmp_path / "runs.jsonl", tmp_path / "RESULTS.md"
+    report.write_text("# Results\n\nhand-written text\n")
+    common = ["--results", str(results), "--out", str(report)]
+    tiny = ["model.width=24", "trainer.batch_size=8", "eval.n=20", "logger.tensorboard=false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GANRUN_CACHE": str(tmp_path / "cache")}
+    args = [sys.executable, str(SCRIPTS / "bench_quality.py"), "--setups", "dcgan", "cgan"]
+    args += ["--steps", "2", "--eval-every", "1", "--reference", "--set", *tiny]
+    args += ["--work-dir", str(tmp_path / "work"), *common]
+    r = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [row["setup"].split(" (model")[0] for row in rows] == [
+        "real digits (reference)",
+        "dcgan",
+        "cgan",
+    ]
+    ref, dcgan, cgan = rows
+    assert ref["n"] == 4500 and set(ref["final"]) == {"is", "fid", "kid", "precision", "recall"}
+    assert cgan["overrides"][0] == "model=cgan" and "model.width=24" in cgan["overrides"]
+    for run in (dcgan, cgan):
+        assert run["status"] == "ok" and run["steps"] == 2, run["message"]
+        assert [p["step"] for p in run["curve"]] == [1, 2]
+        assert all(p["train_seconds"] >= 0 for p in run["curve"])
+        assert run["command"].startswith("ganrun train") and "eval=offline" in run["command"]
+    text = report.read_text()
+    assert text.startswith("# Results\n\nhand-written text\n")  # the rest of the file is kept
+    assert "| real digits (reference, n=4500) |" in text
+    assert "| dcgan (model.width=24 trainer.batch_size=8 eval.n=20" in text
+    # a rewrite replaces the section instead of adding a second one
+    bq = _load("bench_quality")
+    r = _run(str(SCRIPTS / "bench_quality.py"), "--report-only", *common, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert report.read_text().count(bq.START) == 1 and report.read_text() == text
+
+
+def test_bench_quality_goal_needs_all_three_scores():
+    bq = _load("bench_quality")
+    good = {"is": 9.0, "precision": 0.85, "recall": 0.81}
+    assert bq.meets_goal(good, real_is=9.7)
+    assert not bq.meets_goal({**good, "is": 8.0}, real_is=9.7)  # below 90 % of the real IS
+    assert not bq.meets_goal({**good, "recall": 0.79}, real_is=9.7)
+    assert not bq.meets_goal({**good, "precision": None}, real_is=9.7)
+    assert not bq.meets_goal(good, real_is=None)  # no reference row yet: nothing is met

@@ -96,6 +96,8 @@ class Evaluator(Hook):
             "scores": scores,
             "protocol": protocol,
             "seconds": round(seconds, 3),
+            # the run's seconds so far before this evaluation (earlier evaluations included)
+            "elapsed": round(trainer.elapsed, 3),
         }
         if self.evaluation.skipped:
             record["skipped"] = dict(self.evaluation.skipped)
