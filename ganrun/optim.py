@@ -12,6 +12,9 @@ resumed run needs no scheduler state to continue exactly:
 * ``exponential``: lr_t = max(lr / decay_factor**t, min_lr), pylearn2's
   ExponentialDecay as used by Goodfellow et al. 2014's reference code
 * ``linear``: lr_t decays linearly from lr to min_lr over the run
+
+``apply_schedule`` sets the rates of every schedule, times the trainer's
+``lr_scale`` (the divergence guard's rollback factor, kept in checkpoints).
 """
 
 from __future__ import annotations
@@ -61,14 +64,26 @@ class OptimizerRecipe:
             return max(0.0, 1.0 - step / max(1, total_steps))
         return 1.0
 
-    def apply_schedule(self, opt_g, opt_d, step: int, total_steps: int) -> None:
-        """Set the learning rates (and other scheduled values) for generator step ``step``."""
+    def lr_at(self, lr: float, step: int, total_steps: int) -> float:
+        """The scheduled learning rate at generator step ``step`` for base rate ``lr``."""
         if self.schedule == "constant":
-            return
-        f = self.lr_factor(step, total_steps)
+            return lr
+        return max(lr * self.lr_factor(step, total_steps), self.min_lr)
+
+    def apply_schedule(
+        self, opt_g, opt_d, step: int, total_steps: int, lr_scale: float = 1.0
+    ) -> None:
+        """Set the learning rates (and other scheduled values) for generator step ``step``.
+
+        Every schedule sets the rates, the constant one included, so the optimizers'
+        rates are always a function of (recipe, step, ``lr_scale``) and never whatever
+        a loaded optimizer state carried. ``lr_scale`` multiplies the scheduled rate:
+        the divergence guard's accumulated rollback factor (trainer.on_nan=rollback),
+        which the trainer keeps in its checkpoints."""
         for opt, lr in ((opt_g, self.lr_g), (opt_d, self.lr_d)):
+            value = self.lr_at(lr, step, total_steps) * lr_scale
             for group in opt.param_groups:
-                group["lr"] = max(lr * f, self.min_lr)
+                group["lr"] = value
 
 
 def _foreach(params) -> bool | None:
@@ -154,8 +169,8 @@ class SGD(OptimizerRecipe):
         t = min(1.0, step / self.momentum_ramp_steps)
         return self.momentum + t * (self.momentum_final - self.momentum)
 
-    def apply_schedule(self, opt_g, opt_d, step, total_steps):
-        super().apply_schedule(opt_g, opt_d, step, total_steps)
+    def apply_schedule(self, opt_g, opt_d, step, total_steps, lr_scale=1.0):
+        super().apply_schedule(opt_g, opt_d, step, total_steps, lr_scale)
         if self.momentum_final is not None:
             m = self.momentum_at(step)
             for opt in (opt_g, opt_d):
