@@ -24,6 +24,7 @@ from ganrun.data.base import DataSource
 from ganrun.errors import ConfigError, GanrunError
 from ganrun.objective import Objective
 from ganrun.optim import OptimizerRecipe
+from ganrun.training.guard import ON_NAN
 
 # Model constructor arguments that ganrun supplies (from the dataset), never the YAML.
 INJECTED = {"data_shape", "num_classes"}
@@ -171,6 +172,16 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.ema_decay must be in [0, 1), got {t.ema_decay}")
     if t.ema_halflife_kimg is not None and not t.ema_halflife_kimg > 0:
         raise ConfigError(f"trainer.ema_halflife_kimg must be > 0, got {t.ema_halflife_kimg}")
+    if t.on_nan not in ON_NAN:
+        raise ConfigError(
+            f"trainer.on_nan={t.on_nan} is not valid; choose from {', '.join(ON_NAN)}"
+        )
+    if not 0.0 < t.rollback_lr_factor <= 1.0:
+        raise ConfigError(
+            f"trainer.rollback_lr_factor must be in (0, 1], got {t.rollback_lr_factor}"
+        )
+    if t.max_rollbacks < 0:
+        raise ConfigError(f"trainer.max_rollbacks must be >= 0, got {t.max_rollbacks}")
     resolve_device(t.device)
     regs = cfg.get("regularizer") or {}
     if "info" in regs and not (

@@ -41,6 +41,12 @@ class TrainerConfig:
     num_workers: int = 2  # DataLoader workers for datasets streamed from files
     progress: bool = True  # progress bar with ETA and current losses
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
+    # a non-finite loss, grad norm, weight or buffer (checked on log steps and before
+    # every checkpoint, docs/RELIABILITY.md): stop (exit status 3), or rollback to
+    # the last good checkpoint with both learning rates times rollback_lr_factor
+    on_nan: str = "stop"
+    rollback_lr_factor: float = 0.5
+    max_rollbacks: int = 3  # rollbacks per run before giving up as with stop
 
 
 @dataclass

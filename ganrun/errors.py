@@ -1,13 +1,20 @@
 """Errors that reach the user as one line, without a traceback.
 
 Anything raised as a ``GanrunError`` is printed by the CLI as
-``ganrun: error: <message>`` with exit status 2. Messages say what is wrong and,
-where there are choices, what would be right.
+``ganrun: error: <message>`` with the error's ``exit_status``: 2 for bad input
+(config, data, checkpoint), 3 for a training run that diverged. Messages say
+what is wrong and, where there are choices, what would be right.
 """
+
+from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class GanrunError(Exception):
     """A problem with the user's input (config, data, checkpoint)."""
+
+    exit_status = 2
 
 
 class ConfigError(GanrunError):
@@ -20,3 +27,17 @@ class DataError(GanrunError):
 
 class CheckpointError(GanrunError):
     pass
+
+
+class DivergenceError(GanrunError):
+    """Training produced non-finite numbers (ganrun.training.guard): ``step`` is the
+    generator step at which they were found, ``what`` names them ("loss/d",
+    "D weights", ...). Exit status 3, so scripts can tell it from bad input."""
+
+    exit_status = 3
+
+    def __init__(self, step: int, what: Sequence[str], detail: str = ""):
+        self.step, self.what, self.detail = int(step), list(what), detail
+        super().__init__(
+            f"training diverged at step {self.step}: non-finite {', '.join(self.what)}{detail}"
+        )

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from ganrun import checkpoint as ckpt
 from ganrun.build import build
 from ganrun.commands import report_errors
-from ganrun.config import register_configs
+from ganrun.config import LoggerConfig, TrainerConfig, register_configs
 from ganrun.errors import CheckpointError
 from ganrun.metrics.hook import make_evaluator, objective
 from ganrun.paths import conf_dir, config_groups
@@ -43,6 +43,11 @@ def resume_config(
     Choices that shape the stored state (model, dataset, loss, optimizer, ...)
     must stay as they were."""
     base = OmegaConf.create(state.get("config_unresolved") or state["config"])
+    for key, schema in (("trainer", TrainerConfig), ("logger", LoggerConfig)):
+        if isinstance(base.get(key), DictConfig):  # settings newer than the checkpoint
+            for k, v in OmegaConf.to_container(OmegaConf.structured(schema)).items():
+                if k not in base[key]:
+                    base[key][k] = v
     stored_choices = state.get("choices", {}) or {}
     groups = set(config_groups()) | set(stored_choices)
     parsed = OverridesParser.create().parse_overrides(list(task_overrides))
@@ -95,6 +100,9 @@ def train(
 
     cfg, state, source = prepare(cfg, task_overrides)
     if state is not None:
+        from ganrun.training.guard import refuse_nonfinite
+
+        refuse_nonfinite(source, state, state["models"])  # a diverged state stays diverged
         choices = state.get("choices") or choices
     seed_everything(int(cfg.seed))
     built = build(cfg)

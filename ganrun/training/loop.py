@@ -9,6 +9,7 @@ recipe and its schedule, ``n_critic``, and the networks' constructor arguments.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -27,7 +28,7 @@ import ganrun
 from ganrun import checkpoint as ckpt
 from ganrun import viz
 from ganrun.build import Built
-from ganrun.errors import CheckpointError
+from ganrun.errors import CheckpointError, DivergenceError
 from ganrun.models.base import count_parameters
 from ganrun.rng import fork_rng
 from ganrun.training.ema import (
@@ -36,6 +37,14 @@ from ganrun.training.ema import (
     standing_batch_norm_stats,
     standing_stats_seed,
     update_ema,
+)
+from ganrun.training.guard import (
+    GuardState,
+    module_parts,
+    nonfinite_parts,
+    nonfinite_values,
+    optimizer_parts,
+    rollback_target,
 )
 from ganrun.training.hooks import Hook
 from ganrun.training.tb import NullWriter, TensorBoardWriter
@@ -141,6 +150,8 @@ class Trainer:
         # buffers update_ema copies, paired once here rather than on every step (loading a
         # state dict copies into the same tensors, so the pairs stay valid on resume)
         self._ema_buffers = copied_buffers(built.G_ema, built.G) if built.G_ema is not None else []
+        self.guard = GuardState()  # rollbacks so far and their lr factor (trainer.on_nan)
+        self._finite_step: int | None = None  # step whose weights last passed check_finite
 
     def _n_fixed(self) -> int:
         # 2-D data is shown as a scatter plot, which needs many more points
@@ -152,11 +163,11 @@ class Trainer:
     def eval_generator(self) -> torch.nn.Module:
         """The generator every picture, metric and sample reads: G_ema when the run
         keeps one, with BatchNorm statistics of its own weights (recomputed once per
-        step, see ganrun.training.ema), else G."""
+        step, see ganrun.training.ema), else G. Raises DivergenceError rather than
+        hand out non-finite weights (checked once per step)."""
         b = self.b
-        if b.G_ema is None:
-            return b.G
-        if self._ema_stats_step != self.step:
+        self.check_finite()  # before the statistics: they would only spread a NaN
+        if b.G_ema is not None and self._ema_stats_step != self.step:
             standing_batch_norm_stats(
                 b.G_ema,
                 batch_size=int(self.t.batch_size),
@@ -164,7 +175,26 @@ class Trainer:
                 device=self.device,
             )
             self._ema_stats_step = self.step
-        return b.G_ema
+            bad = nonfinite_parts({"G_ema buffers": list(b.G_ema.buffers())})
+            if bad:
+                raise DivergenceError(self.step, bad)
+        return b.G if b.G_ema is None else b.G_ema
+
+    def check_finite(self, values: dict[str, float] | None = None) -> None:
+        """The divergence guard (ganrun.training.guard): raise DivergenceError naming
+        what is non-finite among ``values`` (logged losses, grad norms) and the weights
+        and buffers of G, D and G_ema. The models cost one device sync, and are checked
+        once per step unless ``values`` is bad (then they are named too)."""
+        bad = nonfinite_values(values or {})
+        if bad or self._finite_step != self.step:
+            b = self.b
+            nets = {"G": b.G, "D": b.D, **({"G_ema": b.G_ema} if b.G_ema is not None else {})}
+            parts = {k: v for name, net in nets.items() for k, v in module_parts(name, net).items()}
+            bad += nonfinite_parts(parts)
+            if not bad:
+                self._finite_step = self.step
+        if bad:
+            raise DivergenceError(self.step, bad)
 
     @property
     def kimg(self) -> float:
@@ -173,7 +203,12 @@ class Trainer:
 
     def state(self) -> dict[str, Any]:
         b = self.b
-        self.eval_generator()  # a stored G_ema carries statistics of its own weights
+        # a stored G_ema carries statistics of its own weights; the guard refuses a
+        # non-finite state, so none is ever written under a checkpoint's name
+        self.eval_generator()
+        bad = nonfinite_parts({**optimizer_parts("G", b.opt_g), **optimizer_parts("D", b.opt_d)})
+        if bad:
+            raise DivergenceError(self.step, bad)
         return {
             "models": {
                 "G": b.G.state_dict(),
@@ -194,6 +229,7 @@ class Trainer:
                 "kind": b.data.kind,
             },
             "elapsed": self.elapsed,
+            "guard": self.guard.state_dict(),
             "versions": {"ganrun": str(ganrun.__version__), "torch": str(torch.__version__)},
         }
 
@@ -224,6 +260,8 @@ class Trainer:
                 h.load_state_dict(state["hooks"][h.name])
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed", 0.0))
+        self.guard.load_state_dict(state.get("guard") or {})
+        self._ema_stats_step = self._finite_step = None
         ckpt.set_rng_state(state["rng"])
 
     def save_checkpoint(self) -> Path:
@@ -293,13 +331,7 @@ class Trainer:
             )
 
         batch = int(t.batch_size)
-        stream = b.data.batches(
-            batch,
-            int(self.cfg.seed),
-            start=batches_before(self.critic, self.step),
-            device=self.device,
-            num_workers=int(t.num_workers),
-        )
+        stream = self._stream()
         b.G.train()
         b.D.train()
         d_params = list(b.D.parameters())
@@ -312,82 +344,93 @@ class Trainer:
         stop = _StopFlag()
         run_start = time.perf_counter()
         elapsed0 = self.elapsed
-        with stop:
+        with stop, self._closing(bar):
             while self.step < total:
-                step = self.step
-                logging_now = (step + 1) % t.log_every == 0 or step + 1 == total
-                b.recipe.apply_schedule(b.opt_g, b.opt_d, step, total)
+                try:
+                    step = self.step
+                    logging_now = (step + 1) % t.log_every == 0 or step + 1 == total
+                    b.recipe.apply_schedule(
+                        b.opt_g, b.opt_d, step, total, lr_scale=self.guard.lr_factor
+                    )
 
-                # ---- discriminator: n_critic steps
-                b.D.requires_grad_(True)
-                for _ in range(critic_steps(self.critic, step)):
-                    real, real_c = next(stream)
-                    loss, stats = b.objective.d_loss(b.G, b.D, real, real_c, step)
-                    b.opt_d.zero_grad(set_to_none=True)
+                    # ---- discriminator: n_critic steps
+                    b.D.requires_grad_(True)
+                    for _ in range(critic_steps(self.critic, step)):
+                        real, real_c = next(stream)
+                        loss, stats = b.objective.d_loss(b.G, b.D, real, real_c, step)
+                        b.opt_d.zero_grad(set_to_none=True)
+                        loss.backward()
+                        if logging_now:
+                            stats["grad_norm/d"] = _grad_norm(d_params)
+                        b.opt_d.step()
+                        b.objective.after_d_step(b.D)
+                        self._accumulate(sums, counts, stats)
+
+                    # ---- generator: one step; D's weights need no gradients here
+                    b.D.requires_grad_(False)
+                    loss, stats = b.objective.g_loss(b.G, b.D, real, real_c, step)
+                    b.opt_g.zero_grad(set_to_none=True)
                     loss.backward()
                     if logging_now:
-                        stats["grad_norm/d"] = _grad_norm(d_params)
-                    b.opt_d.step()
-                    b.objective.after_d_step(b.D)
+                        stats["grad_norm/g"] = _grad_norm(g_params)
+                    b.opt_g.step()
+                    b.D.requires_grad_(True)
                     self._accumulate(sums, counts, stats)
 
-                # ---- generator: one step; D's weights need no gradients here
-                b.D.requires_grad_(False)
-                loss, stats = b.objective.g_loss(b.G, b.D, real, real_c, step)
-                b.opt_g.zero_grad(set_to_none=True)
-                loss.backward()
-                if logging_now:
-                    stats["grad_norm/g"] = _grad_norm(g_params)
-                b.opt_g.step()
-                b.D.requires_grad_(True)
-                self._accumulate(sums, counts, stats)
+                    if b.G_ema is not None:
+                        if step < int(t.ema_start):
+                            copy_weights(b.G_ema, b.G)
+                        else:
+                            update_ema(b.G_ema, b.G, b.ema_beta, self._ema_buffers)
 
-                if b.G_ema is not None:
-                    if step < int(t.ema_start):
-                        copy_weights(b.G_ema, b.G)
-                    else:
-                        update_ema(b.G_ema, b.G, b.ema_beta, self._ema_buffers)
-
-                self.step = step + 1
-                self.elapsed = elapsed0 + (time.perf_counter() - run_start)
-                if logging_now:
-                    now = time.perf_counter()
-                    values = {k: float(v) / counts[k] for k, v in sums.items()}
-                    if not all(
-                        math.isfinite(v) for k, v in values.items() if k.startswith("loss/")
-                    ):
-                        log.warning("non-finite loss at step %d: %s", self.step, values)
-                    dt = max(now - interval_start, 1e-9)
-                    seen = batches_before(self.critic, self.step) - batches_before(
-                        self.critic, interval_step
-                    )
-                    values["perf/img_per_s"] = seen * batch / dt
-                    values["perf/steps_per_s"] = (self.step - interval_step) / dt
-                    values["perf/kimg"] = self.kimg
-                    values["lr/g"] = b.opt_g.param_groups[0]["lr"]
-                    values["lr/d"] = b.opt_d.param_groups[0]["lr"]
-                    self.writer.scalars(values, self.step)
-                    last = values
-                    sums, counts = {}, {}
-                    interval_start, interval_step = now, self.step
-                    self._report(bar, values)
-                if bar is not None:
-                    bar.update(1)
-                if self.step % t.image_every == 0 or self.step == total:
-                    self.write_picture()
-                for hook in self.hooks:
-                    self._record(hook.after_step(self))
-                if self.step % t.checkpoint_every == 0 or self.step == total:
-                    self.save_checkpoint()
-                if stop.signum is not None:
-                    log.warning(
-                        "signal %d: checkpointing at step %d and stopping", stop.signum, self.step
-                    )
-                    if self.step % t.checkpoint_every != 0:
+                    self.step = step + 1
+                    self.elapsed = elapsed0 + (time.perf_counter() - run_start)
+                    if logging_now:
+                        now = time.perf_counter()
+                        values = {k: float(v) / counts[k] for k, v in sums.items()}
+                        self.check_finite(values)  # values are read back here anyway
+                        dt = max(now - interval_start, 1e-9)
+                        seen = batches_before(self.critic, self.step) - batches_before(
+                            self.critic, interval_step
+                        )
+                        values["perf/img_per_s"] = seen * batch / dt
+                        values["perf/steps_per_s"] = (self.step - interval_step) / dt
+                        values["perf/kimg"] = self.kimg
+                        values["lr/g"] = b.opt_g.param_groups[0]["lr"]
+                        values["lr/d"] = b.opt_d.param_groups[0]["lr"]
+                        self.writer.scalars(values, self.step)
+                        last = values
+                        sums, counts = {}, {}
+                        interval_start, interval_step = now, self.step
+                        self._report(bar, values)
+                    if bar is not None:
+                        bar.update(1)
+                    # pictures, hooks and checkpoints read the models through
+                    # eval_generator() / state(), which run the same guard
+                    if self.step % t.image_every == 0 or self.step == total:
+                        self.write_picture()
+                    for hook in self.hooks:
+                        self._record(hook.after_step(self))
+                    if self.step % t.checkpoint_every == 0 or self.step == total:
                         self.save_checkpoint()
-                    break
-        if bar is not None:
-            bar.close()
+                    if stop.signum is not None:
+                        log.warning(
+                            "signal %d: checkpointing at step %d and stopping",
+                            stop.signum,
+                            self.step,
+                        )
+                        if self.step % t.checkpoint_every != 0:
+                            self.save_checkpoint()
+                        break
+                except DivergenceError as e:
+                    self._roll_back(e, signalled=stop.signum is not None)  # or raise
+                    stream.close()
+                    stream = self._stream()  # the data the checkpoint's step sees
+                    sums, counts = {}, {}
+                    interval_start, interval_step = time.perf_counter(), self.step
+                    if bar is not None:
+                        bar.n = self.step
+                        bar.refresh()
         for hook in self.hooks:
             self._record(hook.at_end(self))
         self.writer.flush()
@@ -402,6 +445,59 @@ class Trainer:
                 self.run_dir / "samples",
             )
         return {**last, **self.metrics}
+
+    @contextlib.contextmanager
+    def _closing(self, bar):
+        """Closes the progress bar; on an error (a divergence, an interrupt) also the
+        event writer, so what was logged up to it is on disk."""
+        try:
+            yield
+        except BaseException:
+            self.writer.close()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _stream(self):
+        """Real batches from the one D sees first at generator step ``self.step``."""
+        return self.b.data.batches(
+            int(self.t.batch_size),
+            int(self.cfg.seed),
+            start=batches_before(self.critic, self.step),
+            device=self.device,
+            num_workers=int(self.t.num_workers),
+        )
+
+    def _roll_back(self, e: DivergenceError, signalled: bool = False) -> None:
+        """trainer.on_nan: raise ``e`` as the run's one-line error, or reload the last
+        good step checkpoint in place (as a resume does; ganrun.training.guard picks it)
+        and lower both learning rates by trainer.rollback_lr_factor from then on."""
+        path, state = rollback_target(self.run_dir, e, self.t, self.guard, signalled)
+        rollbacks, factor = self.guard.rollbacks, self.guard.lr_factor
+        self.load_state(state, path)
+        self.guard.rollbacks = rollbacks + 1
+        self.guard.lr_factor = factor * float(self.t.rollback_lr_factor)
+        log.warning(
+            "non-finite %s at step %d: rolled back to step %d (%s); learning rates x%g "
+            "(rollback %d of %d)",
+            ", ".join(e.what),
+            e.step,
+            self.step,
+            path,
+            self.guard.lr_factor,
+            self.guard.rollbacks,
+            int(self.t.max_rollbacks),
+        )
+        if self.cfg.logger.tensorboard:  # hide the abandoned steps (after this one)
+            self.writer.close()
+            self.writer = TensorBoardWriter(
+                self.run_dir / self.cfg.logger.subdir, purge_step=self.step + 1
+            )
+        self.writer.scalars(
+            {"guard/rollbacks": self.guard.rollbacks, "guard/lr_factor": self.guard.lr_factor},
+            self.step,
+        )
 
     def _record(self, values: dict[str, float] | None) -> None:
         if values:
