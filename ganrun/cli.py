@@ -212,8 +212,11 @@ def preflight(command: str, args: list[str]) -> list[str]:
                 importlib.import_module(COMMANDS[command][0]).check(cfg)
             elif command == "sample":
                 from ganrun import checkpoint as ckpt
+                from ganrun.commands.sample import generator_key
+                from ganrun.training.guard import refuse_nonfinite
 
-                ckpt.load(cfg.ckpt)
+                path, state = ckpt.load(cfg.ckpt)
+                refuse_nonfinite(path, state, [generator_key(state, cfg.use_ema)])
         except GanrunError as e:
             _fail(str(e))
     return args

@@ -35,6 +35,7 @@ from ganrun.metrics.evaluate import (
 )
 from ganrun.paths import conf_dir
 from ganrun.rejection import RejectionSettings
+from ganrun.training.guard import refuse_nonfinite
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,11 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"out={cfg.out} should name a .json file")
     rejection = RejectionSettings.from_config(cfg.rejection)
     rejection.check()
+    from ganrun.commands.sample import generator_key
+
     for t in targets(cfg):
-        _, state = ckpt.load(t)
+        path, state = ckpt.load(t)
+        refuse_nonfinite(path, state, [generator_key(state, cfg.use_ema)])
         settings.check((state.get("data") or {}).get("kind"))
         train_cfg = OmegaConf.create(state["config"])
         if rejection.enabled:

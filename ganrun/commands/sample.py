@@ -29,6 +29,7 @@ from ganrun.models.base import truncation_args
 from ganrun.paths import conf_dir
 from ganrun.rejection import RejectionSettings
 from ganrun.training.ema import spectral_norm_vectors
+from ganrun.training.guard import refuse_nonfinite
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def load_generator(target: str | Path, device: torch.device, use_ema: bool = Tru
     G, _ = build_models(cfg, tuple(data["shape"]), int(data.get("num_classes", 0)))
     models = state["models"]
     key = generator_key(state, use_ema)
+    refuse_nonfinite(path, state, [key])
     try:
         G.load_state_dict(models[key])
     except RuntimeError as e:
