@@ -114,7 +114,9 @@ def run_one(setup: str, seed: int, args) -> dict:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - t0
     curve = read_curve(run_dir)
-    err = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+    lines = [ln for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
+    # ganrun's own one-line error when there is one, else the last line printed
+    err = [ln for ln in lines if ln.startswith("ganrun: error:")] or lines
     final = curve[-1] if curve else {}
     finite = bool(curve) and all(
         v is not None and math.isfinite(v) for k, v in final.items() if k in SCORES

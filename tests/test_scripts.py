@@ -159,9 +159,14 @@ def test_bench_quality_records_runs_and_the_reference(tmp_path):
     args = [sys.executable, str(SCRIPTS / "bench_quality.py"), "--setups", "dcgan", "cgan"]
     args += ["--steps", "2", "--eval-every", "1", "--reference", "--set", *tiny]
     args += ["--work-dir", str(tmp_path / "work"), *common]
+    # a run that diverges is recorded as such, not dropped (the guard stops it with exit 3)
+    args += ["--define", "boom", "optimizer.lr_g=1e30", "optimizer.lr_d=1e30"]
     r = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(line) for line in results.read_text().splitlines()]
+    boom = rows.pop()
+    assert boom["setup"].startswith("boom") and boom["status"] == "diverged"
+    assert boom["returncode"] == 3 and "diverged at step" in boom["message"]
     assert [row["setup"].split(" (model")[0] for row in rows] == [
         "real digits (reference)",
         "dcgan",
@@ -179,6 +184,7 @@ def test_bench_quality_records_runs_and_the_reference(tmp_path):
     assert text.startswith("# Results\n\nhand-written text\n")  # the rest of the file is kept
     assert "| real digits (reference, n=4500) |" in text
     assert "| dcgan (model.width=24 trainer.batch_size=8 eval.n=20" in text
+    assert "| 0/1 |" in text and "diverged (1 of 1: ganrun: error: training diverged" in text
     # a rewrite replaces the section instead of adding a second one
     bq = _load("bench_quality")
     r = _run(str(SCRIPTS / "bench_quality.py"), "--report-only", *common, cwd=tmp_path)
