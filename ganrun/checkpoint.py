@@ -11,6 +11,10 @@ Layout of a run dir::
 
     <run>/checkpoints/step-00001000.pt   newest K kept (trainer.keep_checkpoints)
     <run>/checkpoints/best.pt            best by the chosen metric (evaluation)
+
+Pruning never removes the file just written, and stale temporary files left by
+a writer that was killed mid-write are removed (``clean_temporaries``) at the
+next step checkpoint and when training starts.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ FORMAT = "ganrun-checkpoint"
 VERSION = 1
 CKPT_DIR = "checkpoints"
 _STEP_RE = re.compile(r"^step-(\d+)\.pt$")
+_TMP_RE = re.compile(r"^\..+\.tmp-(\d+)$")  # atomic_save's ".<name>.tmp-<pid>"
 
 
 # --------------------------------------------------------------------------- RNG
@@ -140,11 +145,70 @@ def write(path: Path, step: int, payload: dict[str, Any]) -> Path:
     return Path(path)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # exists under another user, or cannot tell: keep
+        return True
+    return True
+
+
+def clean_temporaries(folder: Path) -> list[Path]:
+    """Remove the stale temporary files (``.<name>.tmp-<pid>``, see ``atomic_save``)
+    in ``folder``; returns the removed paths.
+
+    A temporary file is left behind when its writer was killed mid-write (SIGKILL,
+    the OOM killer, a lost node). It is stale when its pid suffix is not this
+    process' pid and no process with that pid is alive (``os.kill(pid, 0)`` raises
+    ProcessLookupError). The pid is used rather than the file's age because a live
+    writer of a large checkpoint on a slow or network disk can take minutes, and
+    deleting its file would make its rename fail; liveness is exact for writers on
+    this machine. Limits, both on the safe side (a file kept, never a live one
+    removed): a dead writer's pid that has been reused by another process, or a
+    leftover carrying this process' own pid (a container restarted with the same
+    pid), keeps its file until a later call. A writer on another machine sharing
+    the folder would look dead; two machines writing one run dir is not supported
+    anyway (each would prune the other's checkpoints).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in folder.iterdir():
+        m = _TMP_RE.match(p.name)
+        if not m or not p.is_file():
+            continue
+        pid = int(m.group(1))
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        try:
+            p.unlink()
+        except FileNotFoundError:  # removed by someone else meanwhile
+            continue
+        removed.append(p)
+    if removed:
+        log.info(
+            "removed %d stale temporary file(s) left by an interrupted write: %s",
+            len(removed),
+            ", ".join(p.name for p in removed),
+        )
+    return removed
+
+
 def save(run_dir: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
-    """A step checkpoint; keeps the newest ``keep`` of them."""
+    """A step checkpoint; keeps it and the newest ``keep - 1`` of the others (by step).
+
+    The file just written is never pruned, even when the folder holds checkpoints
+    at higher steps (an earlier run's, after a run restarted from step 0 in the
+    same dir): before, it sorted first among them and was removed right after
+    being written. Stale temporary files are removed first (``clean_temporaries``).
+    """
+    clean_temporaries(step_path(run_dir, step).parent)
     path = write(step_path(run_dir, step), step, payload)
-    old = step_checkpoints(path.parent)
-    for _, p in old[: max(0, len(old) - keep)]:
+    others = [p for _, p in step_checkpoints(path.parent) if p.name != path.name]
+    for p in others[: max(0, len(others) - max(0, keep - 1))]:
         p.unlink(missing_ok=True)
     return path
 

@@ -117,3 +117,44 @@ def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
 def test_run_dir_of(tmp_path):
     p = tmp_path / "run" / "checkpoints" / "step-00000001.pt"
     assert ckpt.run_dir_of(p) == (tmp_path / "run").resolve()
+
+
+def test_pruning_keeps_the_checkpoint_just_written(tmp_path):
+    # an earlier run's checkpoints at higher steps, then a run restarted from 0 in the same dir
+    for step in (5000, 6000):
+        ckpt.save(tmp_path, step, _payload(), keep=2)
+    path = ckpt.save(tmp_path, 1000, _payload(), keep=2)
+    assert path.is_file() and ckpt.load_file(path)["step"] == 1000
+    # the others are pruned among themselves: the newest keep - 1 of them stay
+    assert [s for s, _ in ckpt.step_checkpoints(tmp_path / "checkpoints")] == [1000, 6000]
+    ckpt.save(tmp_path, 2000, _payload(), keep=1)
+    assert [s for s, _ in ckpt.step_checkpoints(tmp_path / "checkpoints")] == [2000]
+
+
+def _dead_pid():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # reaped: its pid names no process (until reused, which is rare in a test)
+    return proc.pid
+
+
+def test_stale_temporaries_removed_at_the_next_write(tmp_path):
+    import os
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    dead = folder / f".step-00000010.pt.tmp-{_dead_pid()}"
+    mine = folder / f".step-00000010.pt.tmp-{os.getpid()}"
+    live = folder / f".best.pt.tmp-{os.getppid()}"  # a live process: maybe still writing
+    for p in (dead, mine, live):
+        p.write_bytes(b"partial")
+    assert ckpt.clean_temporaries(folder) == [dead]
+    assert not dead.exists() and mine.exists() and live.exists()
+    dead.write_bytes(b"partial")
+    ckpt.save(tmp_path, 20, _payload(), keep=2)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [mine.name, live.name, "step-00000020.pt"]
+    )
+    assert ckpt.clean_temporaries(tmp_path / "missing") == []

@@ -248,3 +248,24 @@ def test_wgan_recipe_has_the_reference_warmup():
         25,
         500,
     )
+
+
+def test_training_start_removes_stale_temporaries(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that names no process: its writer was killed mid-write
+    stale = tmp_path / "checkpoints" / f".step-00000004.pt.tmp-{proc.pid}"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"partial")
+    seen = []
+
+    def save(*args, **kwargs):  # the first checkpoint write sees the folder already clean
+        seen.append(stale.exists())
+        return real_save(*args, **kwargs)
+
+    real_save = ckpt.save
+    monkeypatch.setattr(ckpt, "save", save)
+    run_train(tmp_path, tiny_overrides("vanilla", "ring", "trainer.steps=1"))
+    assert seen and seen[0] is False and not stale.exists()

@@ -307,6 +307,7 @@ class Trainer:
                 "nothing to do: the checkpoint is at step %d and trainer.steps=%d", self.step, total
             )
             return {}
+        ckpt.clean_temporaries(self.run_dir / ckpt.CKPT_DIR)  # left by a killed write
         if t.deterministic:
             torch.use_deterministic_algorithms(True)
         if self.device.type == "cuda":
