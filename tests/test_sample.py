@@ -6,8 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
+from ganrun import checkpoint as ckpt
 from ganrun import viz
-from ganrun.commands.sample import load_generator, sample
+from ganrun.commands.sample import load_generator, load_generator_with_path, sample
 from ganrun.errors import CheckpointError, ConfigError
 from tests.conftest import compose_config, run_train, tiny_overrides
 
@@ -64,6 +65,14 @@ def test_uses_ema_when_present(trained):
     assert all(torch.equal(v, ema[k]) for k, v in G.state_dict().items())
     G, _, _ = load_generator(trained, torch.device("cpu"), use_ema=False)
     assert all(torch.equal(v, state["models"]["G"][k]) for k, v in G.state_dict().items())
+
+
+def test_load_generator_with_path_names_the_file_it_read(trained):
+    newest = ckpt.step_checkpoints(trained / ckpt.CKPT_DIR)[-1][1]
+    for target in (trained, newest):
+        path, G, _, state = load_generator_with_path(target, torch.device("cpu"))
+        assert path == newest and ckpt.load_file(path)["step"] == state["step"]
+        assert not G.training
 
 
 def test_bad_sample_requests(trained, tmp_path):

@@ -79,7 +79,7 @@ def check(cfg: DictConfig) -> None:
 
 def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     from ganrun.build import resolve_device
-    from ganrun.commands.sample import generator_key, load_generator
+    from ganrun.commands.sample import generator_key, load_generator_with_path
 
     settings = Settings.from_config(cfg)
     settings.check()
@@ -91,8 +91,7 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     prepared: dict[str, Evaluation] = {}
     histories: set[Path] = set()
     for target in targets(cfg):
-        G, train_cfg, state = load_generator(target, device, use_ema=cfg.use_ema)
-        path = _checkpoint_path(target, state)
+        path, G, train_cfg, state = load_generator_with_path(target, device, use_ema=cfg.use_ema)
         key = json.dumps(OmegaConf.to_container(train_cfg.dataset, resolve=True), sort_keys=True)
         if key not in prepared:  # same reference data: build the extractor once
             prepared[key] = Evaluation(
@@ -143,14 +142,6 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
         print(f"wrote {path}")
     print(format_tables(rows))
     return records
-
-
-def _checkpoint_path(target: str, state: dict[str, Any]) -> Path:
-    p = Path(target).expanduser()
-    if p.is_file():
-        return p
-    folder = p / ckpt.CKPT_DIR if (p / ckpt.CKPT_DIR).is_dir() else p
-    return folder / ckpt.step_path(folder, int(state["step"])).name
 
 
 def _short(path: Path) -> str:

@@ -41,6 +41,13 @@ def generator_key(state: dict, use_ema: bool = True) -> str:
 
 def load_generator(target: str | Path, device: torch.device, use_ema: bool = True):
     """(G in eval mode, stored config, checkpoint state) from a run dir or file."""
+    _, G, cfg, state = load_generator_with_path(target, device, use_ema)
+    return G, cfg, state
+
+
+def load_generator_with_path(target: str | Path, device: torch.device, use_ema: bool = True):
+    """(checkpoint file, G in eval mode, stored config, checkpoint state) from a run dir
+    or file; the file is the one ``ckpt.load`` read (a run dir's newest readable one)."""
     path, state = ckpt.load(target, map_location="cpu")
     cfg = OmegaConf.create(state["config"])
     data = state.get("data") or {}
@@ -66,7 +73,7 @@ def load_generator(target: str | Path, device: torch.device, use_ema: bool = Tru
     log.info(
         "loaded %s (%s, step %d) from %s", key, cfg.model.get("name", "model"), state["step"], path
     )
-    return G, cfg, state
+    return path, G, cfg, state
 
 
 def _labels(G, n: int, device, class_idx: int | None = None) -> torch.Tensor | None:
@@ -185,7 +192,7 @@ def sample(cfg: DictConfig, default_out: Path) -> list[Path]:
             "rejection.method works on plain grids of samples; drop interpolate / traverse / mixing"
         )
     device = resolve_device(cfg.device)
-    G, train_cfg, state = load_generator(cfg.ckpt, device, use_ema=cfg.use_ema)
+    path, G, train_cfg, state = load_generator_with_path(cfg.ckpt, device, use_ema=cfg.use_ema)
     check_model_modes(cfg, G)
     gen = torch.Generator().manual_seed(int(cfg.seed))
     torch.manual_seed(int(cfg.seed))  # for noise drawn inside G (StyleGAN's per-pixel noise)
@@ -222,7 +229,7 @@ def sample(cfg: DictConfig, default_out: Path) -> list[Path]:
                 "rejection sampling draws z itself; truncation in W (stylegan) is not "
                 "supported with it: drop truncation or rejection.method"
             )
-        x = _rejection_samples(cfg, rejection, G, train_cfg, state, device, trunc)
+        x = _rejection_samples(cfg, rejection, G, train_cfg, state, path, device, trunc)
     else:
         z = G.sample_z(n, device=device, generator=gen, truncation=trunc)
         x = generate(G, z, c, **g_kwargs)
@@ -244,10 +251,10 @@ def sample(cfg: DictConfig, default_out: Path) -> list[Path]:
     return [_write_grid(x, nrow, out, centers)]
 
 
-def _rejection_samples(cfg, settings, G, train_cfg, state, device, truncation):
-    """cfg.n samples that DRS accepts (ganrun.rejection); fits or loads the estimator."""
+def _rejection_samples(cfg, settings, G, train_cfg, state, path, device, truncation):
+    """cfg.n samples that DRS accepts (ganrun.rejection); fits or loads the estimator
+    kept beside the checkpoint file ``path``."""
     from ganrun import rejection as drs
-    from ganrun.commands.eval import _checkpoint_path
 
     sampler = drs.prepare(
         settings,
@@ -256,7 +263,7 @@ def _rejection_samples(cfg, settings, G, train_cfg, state, device, truncation):
         state,
         build_dataset(train_cfg),
         device,
-        checkpoint=_checkpoint_path(cfg.ckpt, state),
+        checkpoint=path,
         generator=generator_key(state, cfg.use_ema),
     )
     x = sampler.generate(cfg.n, seed=int(cfg.seed), batch_size=settings.batch_size,
