@@ -264,14 +264,20 @@ def takes_labels(node: DictConfig) -> bool:
     return "num_classes" in inspect.signature(get_class(node._target_).__init__).parameters
 
 
-def build_models(cfg: DictConfig, data_shape, num_classes: int):
-    def make(node):
-        kwargs = {"data_shape": tuple(data_shape)}
-        if takes_labels(node):
-            kwargs["num_classes"] = num_classes
-        return _instantiate(node, **kwargs)
+def build_network(node: DictConfig, data_shape, num_classes: int | None = None):
+    """One network (a ``model.G`` / ``model.D`` node, or one derived from it) for data of
+    ``data_shape``; ``num_classes`` goes to a class-conditional one when given."""
+    kwargs = {"data_shape": tuple(data_shape)}
+    if num_classes is not None and takes_labels(node):
+        kwargs["num_classes"] = num_classes
+    return _instantiate(node, **kwargs)
 
-    return make(cfg.model.G), make(cfg.model.D)
+
+def build_models(cfg: DictConfig, data_shape, num_classes: int):
+    return (
+        build_network(cfg.model.G, data_shape, num_classes),
+        build_network(cfg.model.D, data_shape, num_classes),
+    )
 
 
 def build_objective(cfg: DictConfig, num_classes: int) -> Objective:

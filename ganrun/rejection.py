@@ -120,10 +120,10 @@ def estimator_config(train_cfg: DictConfig) -> tuple[DictConfig, bool]:
 
 def build_estimator(train_cfg: DictConfig, state: dict[str, Any], data_shape) -> tuple:
     """(per-sample D, init) where init is "gan-D" (the checkpoint's D) or "fresh"."""
-    from ganrun.build import _instantiate
+    from ganrun.build import build_network
 
     node, same_shape = estimator_config(train_cfg)
-    D = _instantiate(node, data_shape=tuple(data_shape))
+    D = build_network(node, data_shape)  # unconditional: no num_classes
     if same_shape and "D" in state.get("models", {}):
         try:
             D.load_state_dict(state["models"]["D"])
