@@ -29,7 +29,7 @@ from ganrun.training.guard import ON_NAN
 # Model constructor arguments that ganrun supplies (from the dataset), never the YAML.
 INJECTED = {"data_shape", "num_classes"}
 # Top-level nodes whose _target_ sub-nodes are checked against signatures.
-TARGET_ROOTS = ("model", "loss", "optimizer", "dataset", "regularizer")
+TARGET_ROOTS = ("model", "loss", "optimizer", "dataset", "regularizer", "augment")
 
 
 # --------------------------------------------------------------------------- validation
@@ -193,7 +193,9 @@ def validate(cfg: DictConfig) -> None:
         )
     # cheap to build, and building checks values and pairings (e.g. a regularizer
     # that needs a logistic loss) before a run dir exists
-    build_objective(cfg, classes)
+    objective = build_objective(cfg, classes)
+    if objective.augment is not None:
+        objective.augment.check_data(data.kind)
     build_optimizer(cfg)
 
 
@@ -283,7 +285,9 @@ def build_models(cfg: DictConfig, data_shape, num_classes: int):
 def build_objective(cfg: DictConfig, num_classes: int) -> Objective:
     loss = _instantiate(cfg.loss)
     regs = {str(k): _instantiate(v) for k, v in (cfg.get("regularizer") or {}).items()}
-    return Objective(loss, regs, num_classes=num_classes)
+    node = cfg.get("augment")
+    augment = _instantiate(node) if node and node.get("_target_") else None
+    return Objective(loss, regs, num_classes=num_classes, augment=augment)
 
 
 def build_optimizer(cfg: DictConfig) -> OptimizerRecipe:

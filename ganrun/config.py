@@ -88,6 +88,7 @@ class TrainConfig:
     optimizer: Any = MISSING
     dataset: Any = MISSING
     regularizer: Any = field(default_factory=dict)
+    augment: Any = field(default_factory=dict)  # D's input augmentation (conf/augment/)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     resume: Optional[str] = None  # run dir or checkpoint file to continue

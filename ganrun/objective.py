@@ -79,11 +79,18 @@ class Regularizer:
 
 class Objective:
     def __init__(
-        self, loss: Loss, regularizers: dict[str, Regularizer] | None = None, num_classes: int = 0
+        self,
+        loss: Loss,
+        regularizers: dict[str, Regularizer] | None = None,
+        num_classes: int = 0,
+        augment=None,
     ):
+        """``augment``: a differentiable transformation applied to every image D sees,
+        real and generated, in both phases (ganrun.augment.DiffAugment), or None."""
         self.loss = loss
         self.regularizers = dict(regularizers or {})
         self.num_classes = int(num_classes)
+        self.augment = augment
         for reg in self.regularizers.values():
             reg.bind(loss)
 
@@ -105,6 +112,8 @@ class Objective:
     def d_loss(self, G, D, real, real_c, step: int):
         n = real.shape[0]
         z, fake_c, fake = self._generate(G, n, real.device, grad=False)
+        if self.augment is not None:  # D (and its regularizers) see T(x) and T(G(z))
+            real, fake = self.augment(real), self.augment(fake)
         active = self._active(step)
         if any(r.needs_real_grad for _, r in active):
             real = real.detach().requires_grad_(True)
@@ -130,11 +139,15 @@ class Objective:
     def g_loss(self, G, D, real, real_c, step: int):
         n = real.shape[0]
         z, fake_c, fake = self._generate(G, n, real.device, grad=True)
+        if self.augment is not None:  # G's gradient flows back through T (DiffAugment)
+            fake = self.augment(fake)
         active = self._active(step)
         f_real = f_fake = None
         if any(r.needs_features for _, r in active):
             d_fake, f_fake = D.forward_features(fake, fake_c)
             with torch.no_grad():
+                if self.augment is not None:
+                    real = self.augment(real)
                 _, f_real = D.forward_features(real, real_c)
         else:
             d_fake = D(fake, fake_c)
