@@ -100,3 +100,19 @@ def tiny():
 @pytest.fixture
 def as_dict():
     return lambda cfg: OmegaConf.to_container(cfg, resolve=True)
+
+
+def cli_error(args: list[str], capsys) -> str:
+    """``ganrun <args>`` in-process must fail with one line on stderr, exit 2, no traceback."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ganrun import cli
+
+    try:
+        with pytest.raises(SystemExit) as e:
+            cli.main(args)
+    finally:
+        GlobalHydra.instance().clear()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    return err

@@ -11,7 +11,7 @@ from ganrun.errors import ConfigError, DataError
 from ganrun.paths import config_groups, group_options
 from tests.conftest import TINY_MODEL, compose_config, tiny_overrides
 
-GROUPS = ["model", "loss", "optimizer", "dataset", "trainer", "logger"]
+GROUPS = ["model", "loss", "optimizer", "dataset", "trainer", "logger", "augment"]
 
 
 def test_groups_exist():

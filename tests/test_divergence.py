@@ -13,10 +13,9 @@ import pytest
 import torch
 
 from ganrun import checkpoint as ckpt
-from ganrun import cli
 from ganrun.errors import CheckpointError, ConfigError, DivergenceError
 from ganrun.objective import Objective
-from tests.conftest import compose_config, run_train, tiny_overrides
+from tests.conftest import cli_error, compose_config, run_train, tiny_overrides
 from tests.test_cli import TINY, ganrun
 
 # 12 steps, checkpoints every 2, the newest 2 kept; a fault at step 7 shows at step 8
@@ -252,15 +251,7 @@ def nan_checkpoint(tmp_path_factory) -> Path:
 
 
 def _cli_error(args: list[str], capsys) -> str:
-    from hydra.core.global_hydra import GlobalHydra
-
-    try:
-        with pytest.raises(SystemExit) as e:
-            cli.main(args)
-    finally:
-        GlobalHydra.instance().clear()
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    err = cli_error(args, capsys)
     assert err.startswith("ganrun: error: ")
     return err
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ganrun import cli
-from tests.conftest import compose_config, run_train, tiny_overrides
+from tests.conftest import cli_error, compose_config, run_train, tiny_overrides
 from tests.test_cli import ganrun_exe
 from tests.test_metrics import save_tiny_evaluator
 
@@ -126,19 +126,6 @@ def test_fetch_weights_offline_fails_with_one_line(env, tmp_path):
     assert not hub.exists() or not any(hub.iterdir())  # no partial file left
 
 
-def _main_error(args: list[str], capsys) -> str:
-    from hydra.core.global_hydra import GlobalHydra
-
-    try:
-        with pytest.raises(SystemExit) as e:
-            cli.main(args)
-    finally:
-        GlobalHydra.instance().clear()
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
-    return err
-
-
 def test_inception_metrics_without_weights_fail_with_one_line(
     run, env, tmp_path, capsys, monkeypatch
 ):
@@ -152,12 +139,12 @@ def test_inception_metrics_without_weights_fail_with_one_line(
         raise urllib.error.URLError("[Errno 111] Connection refused")
 
     monkeypatch.setattr(weights, "_download", offline)
-    err = _main_error(["eval", f"ckpt={run}", "metrics=[fid]", "n=20"], capsys)
+    err = cli_error(["eval", f"ckpt={run}", "metrics=[fid]", "n=20"], capsys)
     assert "weights-inception-2015-12-05-6726825d.pth" in err and str(weights.hub_path()) in err
 
     bad = tmp_path / "inception.pth"
     bad.write_bytes(b"truncated")
-    err = _main_error(["eval", f"ckpt={run}", "metrics=[is]", f"inception_weights={bad}"], capsys)
+    err = cli_error(["eval", f"ckpt={run}", "metrics=[is]", f"inception_weights={bad}"], capsys)
     assert "expected 6726825d0af5f729" in err and str(bad) in err
 
 
@@ -176,7 +163,7 @@ def test_train_with_fid_offline_fails_before_the_run_dir_exists(env, tmp_path, c
 
     monkeypatch.setattr(weights, "_download", offline)
     args = ["train", *tiny_overrides("dcgan", "mnist_embedded", "eval=fid")]
-    err = _main_error(args, capsys)
+    err = cli_error(args, capsys)
     assert len(calls) == 1 and "weights-inception-2015-12-05-6726825d.pth" in err
     assert list(tmp_path.iterdir()) == []  # no run dir, no outputs/
     # eval.required=false: the same run is allowed to start (and skips the metric)
