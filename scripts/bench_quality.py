@@ -284,6 +284,7 @@ def report(rows: list[dict]) -> str:
             + " | ".join(cols)
             + f" | {len(within)}/{len(rs)} | {at or '—'} | "
             + (f"{statistics.fmean(train) / 60:.1f} min" if train else "—")
+            + (f" ({'/'.join(sorted({str(r.get('threads')) for r in ok}))} thr)" if ok else "")
             + f" | {status} |"
         )
     overrides = {k[0]: rs[-1].get("overrides", []) for k, rs in groups.items()}
@@ -303,8 +304,9 @@ def report(rows: list[dict]) -> str:
         )
         + ".",
         "",
-        f"CPU: {', '.join(cpus) or '—'}; one run at a time, 2 torch threads unless the "
-        "results file says otherwise. Training time excludes the evaluations.",
+        f"CPU: {', '.join(cpus) or '—'}; *thr* is the torch threads of each run. Training "
+        "time excludes the evaluations; it is as long as the machine was busy, see the "
+        "findings for which runs shared it.",
         END,
     ]
     return "\n".join(lines) + "\n"
