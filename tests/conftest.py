@@ -116,3 +116,18 @@ def cli_error(args: list[str], capsys) -> str:
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     return err
+
+
+def assert_resume_is_exact(tmp_path: Path, overrides: list[str], steps: int, split: int) -> None:
+    """Training ``steps`` straight and ``split`` + a resume to ``steps`` (checkpoints
+    every ``split`` steps) end with bit-identical models."""
+    from ganrun import checkpoint as ckpt
+
+    base = [*overrides, f"trainer.checkpoint_every={split}"]
+    run_train(tmp_path / "straight", [*base, f"trainer.steps={steps}"])
+    run_train(tmp_path / "split", [*base, f"trainer.steps={split}"])
+    run_train(tmp_path / "split", [*base, f"trainer.steps={steps}", f"resume={tmp_path / 'split'}"])
+    a, b = ckpt.load(tmp_path / "straight")[1], ckpt.load(tmp_path / "split")[1]
+    for part in a["models"]:
+        for k, v in a["models"][part].items():
+            assert torch.equal(v, b["models"][part][k]), f"{part}.{k}"

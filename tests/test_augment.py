@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from ganrun import build
-from ganrun import checkpoint as ckpt
 from ganrun.augment import DiffAugment
 from ganrun.errors import ConfigError
-from tests.conftest import compose_config, run_train, tiny_overrides
+from tests.conftest import assert_resume_is_exact, compose_config, tiny_overrides
 
 
 def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -101,12 +100,5 @@ def test_the_objective_augments_what_d_sees_in_both_phases():
 
 
 def test_resume_with_augmentation_gives_exactly_the_uninterrupted_weights(tmp_path):
-    base = [*tiny_overrides("dcgan", "mnist_embedded", "augment=diffaugment")]
-    base += ["trainer.checkpoint_every=2"]
-    run_train(tmp_path / "straight", [*base, "trainer.steps=4"])
-    run_train(tmp_path / "split", [*base, "trainer.steps=2"])
-    run_train(tmp_path / "split", [*base, "trainer.steps=4", f"resume={tmp_path / 'split'}"])
-    a, b = ckpt.load(tmp_path / "straight")[1], ckpt.load(tmp_path / "split")[1]
-    for part in a["models"]:
-        for k, v in a["models"][part].items():
-            assert torch.equal(v, b["models"][part][k]), f"{part}.{k}"
+    overrides = tiny_overrides("dcgan", "mnist_embedded", "augment=diffaugment")
+    assert_resume_is_exact(tmp_path, overrides, steps=4, split=2)

@@ -22,7 +22,7 @@ from ganrun.build import validate
 from ganrun.commands.sample import load_generator, sample
 from ganrun.errors import ConfigError
 from ganrun.models import biggan, layers, sagan, stylegan
-from tests.conftest import TINY_TRAINER, compose_config, run_train
+from tests.conftest import TINY_TRAINER, assert_resume_is_exact, compose_config, run_train
 
 FAKE = ["dataset=fake", "dataset.size=64", "dataset.resolution=32"]
 LABELLED = [*FAKE, "dataset.num_classes=10"]
@@ -384,14 +384,7 @@ def test_biggan_run_uses_its_recipe(trained):
 def test_resume_gives_exactly_the_uninterrupted_weights(key, tmp_path):
     # StyleGAN draws mixing and noise from the global RNG and keeps w_avg; BigGAN has
     # spectral-norm vectors and an EMA that starts mid-run
-    base = [*RUNS[key], "trainer.checkpoint_every=2", "trainer.n_critic=1"]
-    run_train(tmp_path / "straight", [*base, "trainer.steps=3"])
-    run_train(tmp_path / "split", [*base, "trainer.steps=2"])
-    run_train(tmp_path / "split", [*base, "trainer.steps=3", f"resume={tmp_path / 'split'}"])
-    a, b = ckpt.load(tmp_path / "straight")[1], ckpt.load(tmp_path / "split")[1]
-    for part in a["models"]:
-        for k, v in a["models"][part].items():
-            assert torch.equal(v, b["models"][part][k]), f"{part}.{k}"
+    assert_resume_is_exact(tmp_path, [*RUNS[key], "trainer.n_critic=1"], steps=3, split=2)
 
 
 def test_g_ema_keeps_copying_the_live_w_avg_after_a_resume(tmp_path):
