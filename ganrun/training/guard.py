@@ -97,19 +97,24 @@ class GuardState:
         self.lr_factor = float(state.get("lr_factor", 1.0))
 
 
-def earlier_finite_checkpoint(path: Path, step: int, keys: Iterable[str]) -> Path | None:
-    """The newest step checkpoint beside ``path``, before ``step``, whose models
-    ``keys`` (e.g. "G_ema") are all finite; None when there is none."""
-    keys = list(keys)
-    for s, candidate in reversed(ckpt.step_checkpoints(Path(path).parent)):
+def earlier_finite_checkpoint(
+    folder: Path, step: int, keys: Iterable[str] | None = None
+) -> tuple[Path, dict[str, Any]] | None:
+    """The newest readable step checkpoint in ``folder`` before ``step`` whose models
+    ``keys`` (all of them when None) are finite, with its state; None when there is
+    none. Unreadable files are skipped with a warning."""
+    for s, candidate in reversed(ckpt.step_checkpoints(Path(folder))):
         if s >= step:
             continue
         try:
-            models = ckpt.load_file(candidate)["models"]
-        except (CheckpointError, KeyError, TypeError):
+            state = ckpt.load_file(candidate)
+            models = state["models"]
+        except (CheckpointError, KeyError, TypeError) as err:
+            log.warning("skipped %s: %s", candidate, err)
             continue
-        if not any(nonfinite_keys(models.get(k) or {}) for k in keys):
-            return candidate
+        names = list(models) if keys is None else list(keys)
+        if not any(nonfinite_keys(models.get(k) or {}) for k in names):
+            return candidate, state
     return None
 
 
@@ -125,9 +130,9 @@ def refuse_nonfinite(path: Path, state: Mapping[str, Any], keys: Iterable[str]) 
     where = "; ".join(
         f"{k} ({', '.join(v[:3])}{', ...' if len(v) > 3 else ''})" for k, v in bad.items()
     )
-    earlier = earlier_finite_checkpoint(Path(path), int(state.get("step", 0)), keys)
+    earlier = earlier_finite_checkpoint(Path(path).parent, int(state.get("step", 0)), keys)
     hint = (
-        f"use an earlier checkpoint, e.g. {earlier}"
+        f"use an earlier checkpoint, e.g. {earlier[0]}"
         if earlier is not None
         else f"no earlier checkpoint in {Path(path).parent} has finite weights"
     )
@@ -143,12 +148,10 @@ def rollback_target(
     one, when on_nan=stop, after trainer.max_rollbacks rollbacks, with a stop signal
     pending, or when there is nothing to roll back to."""
     t = trainer_cfg
-    earlier = [
-        (s, p) for s, p in ckpt.step_checkpoints(Path(run_dir) / ckpt.CKPT_DIR) if s < e.step
-    ]
+    found = earlier_finite_checkpoint(Path(run_dir) / ckpt.CKPT_DIR, e.step)
     last = (
-        f"; the last good checkpoint is {earlier[-1][1]}"
-        if earlier
+        f"; the last good checkpoint is {found[0]}"
+        if found is not None
         else "; no checkpoint was written before it"
     )
     if t.on_nan != "rollback":
@@ -162,15 +165,10 @@ def rollback_target(
         raise DivergenceError(e.step, e.what, why + last) from None
     if signalled:
         raise DivergenceError(e.step, e.what, "; a stop signal is pending" + last) from None
-    for _, path in reversed(earlier):
-        try:
-            state = ckpt.load_file(path)
-        except CheckpointError as err:
-            log.warning("rollback: skipped %s", err)
-            continue
-        if not any(nonfinite_keys(sd) for sd in state["models"].values()):
-            return path, state
-        # else: written before the guard existed
-    raise DivergenceError(
-        e.step, e.what, f"; no finite checkpoint of this run before step {e.step} to roll back to"
-    ) from None
+    if found is None:
+        raise DivergenceError(
+            e.step,
+            e.what,
+            f"; no finite checkpoint of this run before step {e.step} to roll back to",
+        ) from None
+    return found
