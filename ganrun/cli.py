@@ -208,6 +208,10 @@ def preflight(command: str, args: list[str]) -> list[str]:
                 from ganrun.metrics.hook import check_train_eval
 
                 check_train_eval(cfg)
+                if not multirun:  # before Hydra writes .hydra/ into a named run dir
+                    from ganrun.training.rundir import preflight as run_dir_preflight
+
+                    run_dir_preflight(list(args))
             elif command in ("eval", "fit-evaluator"):
                 importlib.import_module(COMMANDS[command][0]).check(cfg)
             elif command == "sample":
@@ -280,6 +284,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     if command not in COMMANDS:
         _fail(f"unknown command {command!r}; choose from: {', '.join(COMMANDS)}")
     module_name, _, _ = COMMANDS[command]
+    if command == "train":  # a stop signal from here on gets one line and exit status 75
+        from ganrun.signals import STOP, Interrupted
+
+        STOP.install()
+        try:
+            _run(module_name, command, rest)
+        except Interrupted as e:
+            print(
+                f"ganrun: stopped: {e} during start-up: nothing was trained and the run dir's "
+                "files are as they were; rerun the same command to start",
+                file=sys.stderr,
+            )
+            from ganrun.errors import Stopped
+
+            raise SystemExit(Stopped.exit_status) from None
+        finally:  # for in-process callers (tests); a process exits anyway
+            STOP.uninstall()
+            STOP.reset()
+        return
+    _run(module_name, command, rest)
+
+
+def _run(module_name: str, command: str, rest: list[str]) -> None:
     module = importlib.import_module(module_name)
     rest = preflight(command, rest)
     sys.argv = [f"{Path(sys.argv[0]).name} {command}", *rest]

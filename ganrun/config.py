@@ -47,6 +47,10 @@ class TrainerConfig:
     on_nan: str = "stop"
     rollback_lr_factor: float = 0.5
     max_rollbacks: int = 3  # rollbacks per run before giving up as with stop
+    # without resume=, a run dir that already holds this run's checkpoints (same
+    # settings) is continued from its newest (a requeued job); false refuses to start
+    # there instead. Another run's checkpoints are always refused (docs/RELIABILITY.md)
+    auto_resume: bool = True
 
 
 @dataclass

@@ -41,3 +41,12 @@ class DivergenceError(GanrunError):
         super().__init__(
             f"training diverged at step {self.step}: non-finite {', '.join(self.what)}{detail}"
         )
+
+
+class Stopped(GanrunError):
+    """A training run stopped early by a signal (SIGTERM, SIGUSR1, Ctrl-C): its
+    checkpoint is written (or, before the loop, nothing was trained). Exit status 75
+    (EX_TEMPFAIL in sysexits.h: "try again later"), so schedulers and sweepers tell a
+    preempted job from a finished (0), diverged (3) or refused (2) one."""
+
+    exit_status = 75

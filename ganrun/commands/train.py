@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from ganrun import checkpoint as ckpt
 from ganrun.build import build
-from ganrun.commands import report_errors
+from ganrun.commands import _to_log_files, report_errors
 from ganrun.config import LoggerConfig, TrainerConfig, register_configs
-from ganrun.errors import CheckpointError
+from ganrun.errors import CheckpointError, Stopped
 from ganrun.metrics.hook import make_evaluator, objective
 from ganrun.paths import conf_dir, config_groups
+from ganrun.signals import STOP, Interrupted, signal_name
+from ganrun.training.rundir import RunDirLock, auto_resume, check_writable
 
 log = logging.getLogger(__name__)
 
@@ -95,24 +98,84 @@ def train(
     choices: dict[str, str] | None = None,
     task_overrides: Sequence[str] = (),
 ) -> dict:
-    """Train (or resume) with a composed config, writing into ``run_dir``."""
+    """Train (or resume) with a composed config, writing into ``run_dir``.
+
+    Holds the run dir's lock throughout (ganrun.training.rundir); without ``resume=``
+    a run dir that already holds this run's checkpoints is continued (auto-resume)
+    and one holding another run's is refused. A stop signal raises ``Stopped``
+    (exit status 75) once the checkpoint is written, or before anything is trained."""
+    run_dir = Path(run_dir)
+    installed_here = not STOP.installed
+    STOP.install()
+    trainer = None
+    try:
+        STOP.raise_if_pending()
+        with RunDirLock(run_dir):
+            check_writable(run_dir / ckpt.CKPT_DIR, "checkpoints")
+            trainer = _start(cfg, run_dir, choices, task_overrides)
+            result = trainer.run()
+    except Interrupted as e:
+        raise Stopped(_stopped_message(e.signum, trainer, run_dir)) from None
+    finally:
+        if installed_here:
+            STOP.uninstall()
+            STOP.reset()
+    if trainer.stopped_by is not None:
+        raise Stopped(_stopped_message(trainer.stopped_by, trainer, run_dir))
+    return result
+
+
+def _start(cfg, run_dir: Path, choices, task_overrides):
+    """The Trainer, built and loaded: from resume=, from this run's own checkpoints
+    (auto-resume), or fresh."""
+    from ganrun.training.guard import refuse_nonfinite
     from ganrun.training.loop import Trainer
 
     cfg, state, source = prepare(cfg, task_overrides)
+    if state is None:
+        found = auto_resume(cfg, run_dir)
+        if found is not None:
+            source, state = found
+            log.info(
+                "auto-resume: %s holds this run's checkpoints; continuing from step %d (%s); "
+                "a different run needs a fresh dir (hydra.run.dir=...)",
+                run_dir,
+                int(state["step"]),
+                source,
+            )
     if state is not None:
-        from ganrun.training.guard import refuse_nonfinite
-
         refuse_nonfinite(source, state, state["models"])  # a diverged state stays diverged
         choices = state.get("choices") or choices
     seed_everything(int(cfg.seed))
     built = build(cfg)
-    evaluator = make_evaluator(cfg, built, Path(run_dir), choices)
+    evaluator = make_evaluator(cfg, built, run_dir, choices)
     hooks = [evaluator] if evaluator is not None else []
-    trainer = Trainer(cfg, Path(run_dir), built, choices=choices, hooks=hooks)
+    trainer = Trainer(cfg, run_dir, built, choices=choices, hooks=hooks)
     if state is not None:
         trainer.load_state(state, source)
-        log.info("resumed from %s at step %d", source, trainer.step)
-    return trainer.run()
+        if cfg.get("resume"):
+            log.info("resumed from %s at step %d", source, trainer.step)
+    return trainer
+
+
+def _stopped_message(signum: int, trainer, run_dir: Path) -> str:
+    name = signal_name(signum)
+    if trainer is None or trainer.last_checkpoint is None and trainer.stopped_by is None:
+        at = f" at step {trainer.step}" if trainer is not None and trainer.step else ""
+        return (
+            f"{name} during start-up{at}: nothing was trained and the run dir's files are as "
+            f"they were; rerun the same command to start"
+        )
+    where = f"; checkpoint {trainer.last_checkpoint}" if trainer.last_checkpoint else ""
+    if trainer.stopped_by is None:  # after the loop: the final hooks (evaluation)
+        return (
+            f"{name} after training finished (step {trainer.step}{where}), during the final "
+            f"evaluation, which did not complete; evaluate with: ganrun eval ckpt={run_dir}"
+        )
+    return (
+        f"{name} at step {trainer.step}{where}; continue with: ganrun train resume={run_dir} "
+        "(or rerun the same command with the same hydra.run.dir: it resumes by itself)"
+    )
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
@@ -122,9 +185,19 @@ def main(cfg: DictConfig):
     choices = {
         k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra") and v is not None
     }
-    result = report_errors(lambda: train(cfg, run_dir, choices, list(hc.overrides.task)))
+    result = report_errors(lambda: _job(cfg, run_dir, choices, list(hc.overrides.task)))
     # the best value of eval.best, for sweepers (Optuna) to optimize; None without eval
     return objective(result or {})
+
+
+def _job(cfg, run_dir, choices, overrides):
+    try:
+        return train(cfg, run_dir, choices, overrides)
+    except Stopped as e:  # not an error: one line, and the status schedulers look for
+        _to_log_files(f"stopped: {e}")
+        print(f"ganrun: stopped: {e}", file=sys.stderr)
+        sys.stderr.flush()
+        raise SystemExit(e.exit_status) from None
 
 
 register_configs()

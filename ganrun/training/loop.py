@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import signal
 import sys
-import threading
 import time
 import types
 from pathlib import Path
@@ -31,6 +29,7 @@ from ganrun.build import Built
 from ganrun.errors import CheckpointError, DivergenceError
 from ganrun.models.base import count_parameters
 from ganrun.rng import fork_rng
+from ganrun.signals import STOP, signal_name
 from ganrun.training.ema import (
     copied_buffers,
     copy_weights,
@@ -59,32 +58,6 @@ def _grad_norm(params) -> torch.Tensor:
     return torch.linalg.vector_norm(
         torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads])
     )
-
-
-class _StopFlag:
-    """Set by SIGTERM/SIGUSR1 (cluster preemption) or a first Ctrl-C: the loop
-    writes a checkpoint and exits. A second Ctrl-C interrupts at once."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)):
-                if sig is not None:
-                    self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        return False
 
 
 def critic_steps(t, step: int) -> int:
@@ -152,6 +125,8 @@ class Trainer:
         self._ema_buffers = copied_buffers(built.G_ema, built.G) if built.G_ema is not None else []
         self.guard = GuardState()  # rollbacks so far and their lr factor (trainer.on_nan)
         self._finite_step: int | None = None  # step whose weights last passed check_finite
+        self.stopped_by: int | None = None  # the signal that stopped the loop early
+        self.last_checkpoint: Path | None = None
 
     def _n_fixed(self) -> int:
         # 2-D data is shown as a scatter plot, which needs many more points
@@ -267,6 +242,7 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         path = ckpt.save(self.run_dir, self.step, self.state(), keep=int(self.t.keep_checkpoints))
         log.info("checkpoint: %s", path)
+        self.last_checkpoint = path
         return path
 
     # ------------------------------------------------------------------ pictures
@@ -342,10 +318,12 @@ class Trainer:
         last: dict[str, float] = {}
         interval_start, interval_step = time.perf_counter(), self.step
         bar = self._progress(total)
-        stop = _StopFlag()
+        installed_here = not STOP.installed  # in-process callers (tests, notebooks)
+        STOP.install()
+        stop = STOP.deferred()
         run_start = time.perf_counter()
         elapsed0 = self.elapsed
-        with stop, self._closing(bar):
+        with stop, self._closing(bar), self._handlers(installed_here):
             while self.step < total:
                 try:
                     step = self.step
@@ -414,17 +392,18 @@ class Trainer:
                         self._record(hook.after_step(self))
                     if self.step % t.checkpoint_every == 0 or self.step == total:
                         self.save_checkpoint()
-                    if stop.signum is not None:
+                    if STOP.signum is not None:
+                        self.stopped_by = STOP.signum
                         log.warning(
-                            "signal %d: checkpointing at step %d and stopping",
-                            stop.signum,
+                            "%s: checkpointing at step %d and stopping",
+                            signal_name(STOP.signum),
                             self.step,
                         )
-                        if self.step % t.checkpoint_every != 0:
+                        if self.step % t.checkpoint_every != 0 and self.step != total:
                             self.save_checkpoint()
                         break
                 except DivergenceError as e:
-                    self._roll_back(e, signalled=stop.signum is not None)  # or raise
+                    self._roll_back(e, signalled=STOP.signum is not None)  # or raise
                     stream.close()
                     stream = self._stream()  # the data the checkpoint's step sees
                     sums, counts = {}, {}
@@ -436,9 +415,7 @@ class Trainer:
             self._record(hook.at_end(self))
         self.writer.flush()
         self.writer.close()
-        if stop.signum is not None:
-            log.warning("stopped early; continue with: ganrun train resume=%s", self.run_dir)
-        else:
+        if self.stopped_by is None:
             log.info(
                 "done: %d steps in %.0f s; samples in %s",
                 self.step,
@@ -459,6 +436,18 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+
+    @contextlib.contextmanager
+    def _handlers(self, installed_here: bool):
+        """Removes the stop-signal handlers when this run installed them (an
+        in-process caller without the CLI's); the CLI's stay until the command ends."""
+        try:
+            STOP.raise_if_pending()  # a signal during start-up: nothing trained
+            yield
+        finally:
+            if installed_here:
+                STOP.uninstall()
+                STOP.reset()
 
     def _stream(self):
         """Real batches from the one D sees first at generator step ``self.step``."""
