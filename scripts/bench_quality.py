@@ -115,6 +115,8 @@ def run_one(setup: str, seed: int, args) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - t0
+    if proc.returncode == 75:  # ganrun.errors.Stopped: a signal, not a result
+        raise SystemExit(f"{setup} seed {seed} was stopped by a signal; not recorded")
     curve = read_curve(run_dir)
     lines = [ln for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
     # ganrun's own one-line error when there is one, else the last line printed
