@@ -160,15 +160,19 @@ def check_features(settings: Settings, fetch: bool = False) -> None:
     """The extractor is there: a fitted evaluator's file, or a local Inception file given
     by eval.inception_weights / $GANRUN_INCEPTION_WEIGHTS (checked). With ``fetch``
     the standard Inception weights are also found in (or downloaded to) torch.hub's
-    cache now, so a training run without them fails before its run dir exists."""
+    cache now, so a training run without them fails before its run dir exists; so are
+    torch-fidelity's other downloaded weights (vgg16, clip-*)."""
     import os
 
-    from ganrun.metrics import weights
+    from ganrun.metrics import trusted, weights
     from ganrun.metrics.features import INCEPTION, resolve_features
 
     if not set(settings.metrics) & set(IMAGE_METRICS):
         return
-    if settings.features != INCEPTION:
+    if trusted.known_file(settings.features) is not None:
+        if fetch:
+            resolve_features(settings.features, cache_dir=settings.cache_dir, download=True)
+    elif settings.features != INCEPTION:
         resolve_features(settings.features, cache_dir=settings.cache_dir, download=False)
     elif settings.inception_weights or os.environ.get(weights.ENV_VAR) or fetch:
         weights.resolve_inception(settings.inception_weights, download=fetch)

@@ -9,8 +9,10 @@
   torch-fidelity's ``register_feature_extractor`` under the file's stem, its
   hidden layer standing in for Inception's pool features (FID/KID/prc) and its
   logits for ``logits_unbiased`` (IS);
-* any other extractor torch-fidelity registers (vgg16, clip-*, dinov2-*): their
-  weights are torch-fidelity's own download, not verified by ganrun.
+* torch-fidelity's ``vgg16`` and ``clip-*``: their weights are found in (or
+  downloaded to) torch.hub's cache by ``ganrun.metrics.trusted`` and checked when an
+  evaluation hands them to torch-fidelity (``Features.stage``). Other torch-fidelity
+  extractors (``dinov2-*``: torch.hub imports a repo's code) are refused.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 
 from ganrun.errors import ConfigError
 from ganrun.metrics import classifier as clf
-from ganrun.metrics import weights
+from ganrun.metrics import trusted, weights
 
 INCEPTION = "inception-v3-compat"
 ENV_CACHE = "GANRUN_CACHE"
@@ -108,6 +110,10 @@ class Features:
     rgb: bool  # torch-fidelity's image extractors want 3 channels
     resize: str  # what happens to an image before the network (for the stamp)
     side: int | None = None  # fitted classifiers: their input side
+    # how an evaluation hands weights_path to torch-fidelity (ganrun.metrics.trusted):
+    # "copy" (hashed against weights_sha256 while copied), "state_dict" (reloaded
+    # weights-only), "as-is" (ganrun's own extractor, which reads it weights-only)
+    stage: str = "as-is"
 
 
 def resolve_features(
@@ -129,6 +135,7 @@ def resolve_features(
             weights.INCEPTION_SHA256,
             True,
             "torch-fidelity: bilinear to 299x299 (TF1-compatible)",
+            stage="copy",
         )
     path = Path(name).expanduser() if name.endswith(".pt") else evaluator_path(name, cache_dir)
     if path.is_file() or name.endswith(".pt"):
@@ -150,9 +157,15 @@ def resolve_features(
         )
     builtin = FEATURE_EXTRACTORS_REGISTRY.get(name)
     if builtin is not None and not getattr(builtin, "GANRUN_FITTED", False):
-        return Features(
-            name, None, "torch-fidelity default (not verified by ganrun)", True, "torch-fidelity"
-        )
+        known = trusted.known_file(name)
+        if known is None:
+            raise ConfigError(
+                f"features={name}: ganrun cannot check what torch-fidelity loads for it "
+                "(torch.hub imports code from $TORCH_HOME/hub); use "
+                f"{INCEPTION}, vgg16, clip-* or a fitted evaluator"
+            )
+        path = trusted.resolve(known, download=download)
+        return Features(name, str(path), known.sha256, True, "torch-fidelity", stage=known.stage)
     raise ConfigError(
         f"features={name} is not fitted (no {path}): run `ganrun fit-evaluator name={name}`"
         f" (e.g. dataset=mnist_embedded), or use {INCEPTION}"

@@ -7,10 +7,13 @@ reports exactly what torch-fidelity returns. What ganrun adds:
 * feature extractors (``ganrun.metrics.features``): InceptionV3 with checked
   weights, or a fitted offline classifier registered with torch-fidelity;
 * a protocol stamp on every score (``fidelity_protocol``);
-* a real-statistics cache: torch-fidelity's ``cache_root``/``input2_cache_name``
-  with a name that encodes the dataset, split, extractor, weights hash and the
-  protocol, so a second evaluation reads the reference features from disk and
-  never touches the real images.
+* a real-features cache under a name that encodes the dataset, split, extractor,
+  weights hash and the protocol, so a second evaluation reads the reference
+  features from disk and never touches the real images;
+* safe loading (``ganrun.metrics.trusted``): torch-fidelity unpickles what it
+  loads (``weights_only=False``), so it only ever sees a private folder holding
+  files ganrun has just checked: weights hashed or reloaded weights-only, cached
+  features read weights-only. Its ``cache_root`` is that folder, never the cache.
 
 Metrics and their sources: IS (Salimans et al. 2016, 10 splits), FID (Heusel
 et al. 2017), KID (Binkowski et al. 2018; cubic polynomial kernel, 100 subsets of
@@ -36,6 +39,7 @@ from torch.utils.data import Dataset
 
 from ganrun.data.base import ArraySource, DataSource, StreamSource
 from ganrun.errors import ConfigError, GanrunError
+from ganrun.metrics import trusted
 from ganrun.metrics.features import Features, cache_root
 
 log = logging.getLogger(__name__)
@@ -222,7 +226,6 @@ def fidelity_metrics(
         kid="kid" in metrics,
         prc="prc" in metrics,
         feature_extractor=feats.name,
-        feature_extractor_weights_path=feats.weights_path,
         cuda=device.type == "cuda",
         batch_size=batch_size,
         isc_splits=isc_splits,
@@ -245,17 +248,28 @@ def fidelity_metrics(
             if meta_path is not None:
                 _write_count(meta_path, n_real)
         kid_subset = min(KID_SUBSET_SIZE, n_fake, n_real)
+    cached = binary and meta_path is not None
     if binary:
-        if meta_path is not None:
-            kwargs.update(cache_root=str(cache), input2_cache_name=meta_path.stem)
-        else:
-            kwargs.update(cache=False)
         kwargs.update(input2=real, kid_subset_size=kid_subset)
     if "is" in metrics and n_fake < isc_splits:
         raise ConfigError(f"is needs at least {isc_splits} generated samples, got {n_fake}")
     ctx = torch.cuda.device(device) if device.type == "cuda" else _nullcontext()
-    with ctx:
-        raw = torch_fidelity.calculate_metrics(**kwargs)
+    with trusted.private_dir(cache) as private:
+        # torch-fidelity reads only files ganrun has just checked (ganrun.metrics.trusted)
+        kwargs["feature_extractor_weights_path"] = trusted.stage_weights(
+            feats.weights_path, feats.weights_sha256, feats.stage, private
+        )
+        if cached:
+            # torch-fidelity names a feature file <input2_cache_name>-<extractor>-features-<layer>
+            prefix = f"{meta_path.stem}-{feats.name}-features-"
+            staged = trusted.stage_features(cache, prefix, private, n_real)
+            kwargs.update(cache_root=str(private), input2_cache_name=meta_path.stem)
+        else:
+            kwargs.update(cache=False)
+        with ctx:
+            raw = torch_fidelity.calculate_metrics(**kwargs)
+        if cached:
+            trusted.keep_features(private, prefix, cache, staged)
     scores = {f"{KEYS[k]}[{feats.name}]": float(v) for k, v in raw.items() if k in KEYS}
     ref = ref if real is not None else None
     return scores, fidelity_protocol(
