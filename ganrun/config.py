@@ -84,6 +84,17 @@ class EvalConfig(EvalSettingsBase):
 
 
 @dataclass
+class SweepConfig:
+    """The one number `ganrun train` returns to a sweeper (docs/SWEEPS.md)."""
+
+    # a score of metrics.jsonl: fid, is, modes, ... or fid[mnist-classifier]; null = eval.best
+    metric: Optional[str] = None
+    reduce: str = "best"  # best: over the run's evaluations; final: the last one
+    # minimize / maximize; null = the score's own, and a contradicting one is refused
+    direction: Optional[str] = None
+
+
+@dataclass
 class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -94,6 +105,7 @@ class TrainConfig:
     regularizer: Any = field(default_factory=dict)
     augment: Any = field(default_factory=dict)  # D's input augmentation (conf/augment/)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     seed: int = 0
     resume: Optional[str] = None  # run dir or checkpoint file to continue
 

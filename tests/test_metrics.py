@@ -18,7 +18,6 @@ from ganrun.errors import ConfigError, GanrunError
 from ganrun.metrics import classifier as clf
 from ganrun.metrics import features, fidelity, weights
 from ganrun.metrics.evaluate import Evaluation, Settings
-from ganrun.metrics.hook import objective
 from ganrun.paths import group_options
 from tests.conftest import compose_config, run_train, tiny_overrides
 
@@ -471,7 +470,7 @@ def test_training_with_eval_writes_metrics_best_and_resume_keeps_the_best(tmp_pa
     best = ckpt.load_file(run / "checkpoints" / "best.pt")
     assert best["step"] == best_step and best["format"] == ckpt.FORMAT
     assert best["hooks"]["evaluator"]["best"]["value"] == fids[best_step]
-    assert objective(result) == fids[best_step]
+    assert result["sweep/value"] == fids[best_step]  # what a sweeper gets
     assert [s for s, _ in ckpt.step_checkpoints(run / "checkpoints")] == [2, 3]
 
     # resume from step 3: the best-so-far comes back from the checkpoint
@@ -536,6 +535,6 @@ def test_eval_not_required_goes_on_without_the_metric(tmp_path, cache, monkeypat
     assert len(warnings) == 1 and "\n" not in warnings[0].getMessage()
     assert (run / "checkpoints" / "step-00000003.pt").is_file()  # trained to the end
     assert not (run / "metrics.jsonl").exists() and not (run / "checkpoints" / "best.pt").exists()
-    assert objective(result) is None
+    assert result["sweep/value"] is None
     with pytest.raises(weights.WeightsError):
         run_train(tmp_path / "strict", tiny_overrides("dcgan", "mnist_embedded", "eval=fid"))

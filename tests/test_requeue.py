@@ -16,7 +16,13 @@ import torch
 
 from ganrun import checkpoint as ckpt
 from ganrun.errors import Stopped
-from ganrun.training.rundir import LOCK_NAME, RunDirError, RunDirLock, differing_settings
+from ganrun.training.rundir import (
+    LOCK_NAME,
+    RunDirError,
+    RunDirLock,
+    differing_settings,
+    read_status,
+)
 from tests.conftest import run_train, tiny_overrides
 
 TINY = tiny_overrides("dcgan", "mnist_embedded", "logger.tensorboard=false")
@@ -228,6 +234,9 @@ def test_preempted_job_exits_75_and_the_same_command_continues(tmp_path):
     assert "Traceback" not in err
     (step, _), *_ = reversed(ckpt.step_checkpoints(run / "checkpoints"))
     assert 3 <= step < 100000
+    status = read_status(run)
+    assert status["status"] == "stopped" and status["exit_status"] == 75
+    assert status["step"] == step and status["message"].startswith("SIGTERM at step")
     r = subprocess.run(
         [*args[:-1], f"trainer.steps={step + 2}"],
         cwd=tmp_path,

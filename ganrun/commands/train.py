@@ -14,17 +14,18 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ganrun import checkpoint as ckpt
 from ganrun.build import build
 from ganrun.commands import _to_log_files, report_errors
-from ganrun.config import LoggerConfig, TrainerConfig, register_configs
-from ganrun.errors import CheckpointError, Stopped
-from ganrun.metrics.hook import make_evaluator, objective
+from ganrun.config import LoggerConfig, SweepConfig, TrainerConfig, register_configs
+from ganrun.errors import CheckpointError, DivergenceError, GanrunError, Stopped
+from ganrun.metrics.hook import make_evaluator, sweep_score, sweep_value
 from ganrun.paths import conf_dir, config_groups
 from ganrun.signals import STOP, Interrupted, signal_name
-from ganrun.training.rundir import RunDirLock, auto_resume, check_writable
+from ganrun.training.rundir import RunDirLock, RunStatus, auto_resume, check_writable
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,13 @@ def resume_config(
     Choices that shape the stored state (model, dataset, loss, optimizer, ...)
     must stay as they were."""
     base = OmegaConf.create(state.get("config_unresolved") or state["config"])
-    for key, schema in (("trainer", TrainerConfig), ("logger", LoggerConfig)):
+    if "sweep" not in base:  # a checkpoint from before sweep.* existed
+        base["sweep"] = {}
+    for key, schema in (
+        ("trainer", TrainerConfig),
+        ("logger", LoggerConfig),
+        ("sweep", SweepConfig),
+    ):
         if isinstance(base.get(key), DictConfig):  # settings newer than the checkpoint
             for k, v in OmegaConf.to_container(OmegaConf.structured(schema)).items():
                 if k not in base[key]:
@@ -103,33 +110,75 @@ def train(
     Holds the run dir's lock throughout (ganrun.training.rundir); without ``resume=``
     a run dir that already holds this run's checkpoints is continued (auto-resume)
     and one holding another run's is refused. A stop signal raises ``Stopped``
-    (exit status 75) once the checkpoint is written, or before anything is trained."""
+    (exit status 75) once the checkpoint is written, or before anything is trained.
+    Once the dir is claimed, ``status.json`` records how the run ended."""
     run_dir = Path(run_dir)
     installed_here = not STOP.installed
     STOP.install()
-    trainer = None
+    trainer = status = None
     try:
         STOP.raise_if_pending()
         with RunDirLock(run_dir):
             check_writable(run_dir / ckpt.CKPT_DIR, "checkpoints")
-            trainer = _start(cfg, run_dir, choices, task_overrides)
-            result = trainer.run()
-    except Interrupted as e:
+            cfg, state, source, choices = _claim(cfg, run_dir, choices, task_overrides)
+            status = RunStatus(run_dir, int(cfg.trainer.steps))
+            status.write("running", int(state["step"]) if state else 0)
+            try:
+                trainer = _trainer(cfg, run_dir, choices, state, source)
+                result = trainer.run()
+                if trainer.stopped_by is not None:
+                    raise Interrupted(trainer.stopped_by)
+            except Interrupted as e:
+                stopped = Stopped(_stopped_message(e.signum, trainer, run_dir))
+                _record(status, trainer, "stopped", stopped)
+                raise stopped from None
+            except DivergenceError as e:
+                _record(status, trainer, "diverged", e)
+                raise
+            except BaseException as e:  # a second Ctrl-C, or a bug
+                _record(
+                    status, trainer, "stopped" if isinstance(e, KeyboardInterrupt) else "failed", e
+                )
+                raise
+            value, why = sweep_value(cfg, run_dir)
+            status.write(
+                "finished",
+                trainer.step,
+                exit_status=0,
+                sweep={"metric": why if value is not None else None, "value": value}
+                if value is not None
+                else {"metric": None, "value": None, "why": why},
+            )
+            result = dict(result)
+            result["sweep/value"] = value
+            return result
+    except Interrupted as e:  # before the dir was claimed
         raise Stopped(_stopped_message(e.signum, trainer, run_dir)) from None
     finally:
         if installed_here:
             STOP.uninstall()
             STOP.reset()
-    if trainer.stopped_by is not None:
-        raise Stopped(_stopped_message(trainer.stopped_by, trainer, run_dir))
-    return result
 
 
-def _start(cfg, run_dir: Path, choices, task_overrides):
-    """The Trainer, built and loaded: from resume=, from this run's own checkpoints
-    (auto-resume), or fresh."""
+def _record(status: RunStatus, trainer, what: str, e: BaseException) -> None:
+    step = trainer.step if trainer is not None else 0
+    if isinstance(e, GanrunError):
+        message, code = str(e), e.exit_status
+    elif isinstance(e, KeyboardInterrupt):
+        message, code = "interrupted (a second Ctrl-C)", 130
+    else:
+        message, code = (
+            f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}",
+            1,
+        )
+    status.write(what, step, message=message, exit_status=code)
+
+
+def _claim(cfg, run_dir: Path, choices, task_overrides):
+    """(config, state, checkpoint path, choices) of the run to start: from resume=,
+    from this run's own checkpoints in ``run_dir`` (auto-resume), or fresh (no state).
+    Raises, before anything is written, for a dir holding another run's checkpoints."""
     from ganrun.training.guard import refuse_nonfinite
-    from ganrun.training.loop import Trainer
 
     cfg, state, source = prepare(cfg, task_overrides)
     if state is None:
@@ -146,6 +195,14 @@ def _start(cfg, run_dir: Path, choices, task_overrides):
     if state is not None:
         refuse_nonfinite(source, state, state["models"])  # a diverged state stays diverged
         choices = state.get("choices") or choices
+    sweep_score(cfg)  # a contradicting sweep.direction: refused before training
+    return cfg, state, source, choices
+
+
+def _trainer(cfg, run_dir: Path, choices, state, source):
+    """The Trainer, built, and loaded from ``state`` when there is one."""
+    from ganrun.training.loop import Trainer
+
     seed_everything(int(cfg.seed))
     built = build(cfg)
     evaluator = make_evaluator(cfg, built, run_dir, choices)
@@ -185,9 +242,18 @@ def main(cfg: DictConfig):
     choices = {
         k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra") and v is not None
     }
-    result = report_errors(lambda: _job(cfg, run_dir, choices, list(hc.overrides.task)))
-    # the best value of eval.best, for sweepers (Optuna) to optimize; None without eval
-    return objective(result or {})
+    try:
+        result = report_errors(lambda: _job(cfg, run_dir, choices, list(hc.overrides.task)))
+    except SystemExit as e:
+        # in a sweep, a job that was refused (2) or diverged (3) does not sink the
+        # others: its line is on stderr, in its train.log and its status.json, and the
+        # sweeper gets no value (a failed trial). A stop signal (75) stops the sweep.
+        if hc.mode == RunMode.MULTIRUN and e.code in (2, 3):
+            _to_log_files(f"job failed (exit status {e.code}); the sweep goes on")
+            return None
+        raise
+    # the one number for sweepers (sweep.metric; None without a finite score)
+    return (result or {}).get("sweep/value")
 
 
 def _job(cfg, run_dir, choices, overrides):

@@ -217,6 +217,7 @@ def eval_settings(cfg: DictConfig) -> Settings | None:
 def check_train_eval(cfg: DictConfig) -> None:
     """Checks of cfg.eval for preflight: no real data read. The one network access is
     the Inception weights' download when they are required and not on disk yet."""
+    sweep_score(cfg)  # sweep.direction / reduce contradictions
     settings = eval_settings(cfg)
     if settings is None:
         return
@@ -269,9 +270,72 @@ def _active_scores(evaluation: Evaluation) -> set[str]:
     return {s for m in evaluation.active for s in SCORES_OF[m]}
 
 
-def objective(result: dict[str, float]) -> float | None:
-    """The best value of the tracked score in ``Trainer.run``'s result (for sweepers)."""
-    for k, v in result.items():
-        if k.startswith("eval/best/"):
-            return float(v)
-    return None
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The evaluations in ``<run>/metrics.jsonl``, oldest first (unreadable lines skipped:
+    a run killed mid-append leaves at most its last line torn)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("scores"), dict):
+            out.append(record)
+    return out
+
+
+def sweep_score(cfg: DictConfig) -> tuple[str | None, bool]:
+    """(score name as given, higher is better) for ``sweep.metric`` (default: the
+    ``eval.best`` score). ConfigError when sweep.direction contradicts the score's own
+    direction (maximizing FID is never meant)."""
+    from ganrun.metrics.evaluate import higher_is_better
+
+    sweep = cfg.get("sweep") or {}
+    name = sweep.get("metric") or (cfg.eval.best if cfg.eval.metrics else None)
+    if name is None:
+        return None, False
+    higher = higher_is_better(str(name))
+    direction = sweep.get("direction")
+    if direction is not None:
+        if direction not in ("minimize", "maximize"):
+            raise ConfigError(f"sweep.direction={direction} must be minimize or maximize")
+        if (direction == "maximize") != higher:
+            own = "maximize" if higher else "minimize"
+            raise ConfigError(
+                f"sweep.direction={direction} contradicts {name}: {base_name(str(name))} is "
+                f"better {'higher' if higher else 'lower'}; use sweep.direction={own}"
+            )
+    if sweep.get("reduce", "best") not in ("best", "final"):
+        raise ConfigError(f"sweep.reduce={sweep.get('reduce')} must be best or final")
+    return str(name), higher
+
+
+def sweep_value(cfg: DictConfig, run_dir: Path) -> tuple[float | None, str]:
+    """The one number a finished run returns to a sweeper: ``sweep.metric`` (default
+    the eval.best score) over the run's evaluations in metrics.jsonl, its best or final
+    value (``sweep.reduce``); None with the reason when the run has no such finite score,
+    so that no 0 or inf is passed off as a result."""
+    name, higher = sweep_score(cfg)
+    if name is None:
+        return None, "no sweep.metric and no evaluation (set eval=... or sweep.metric=...)"
+    values = []
+    for record in read_metrics(run_dir):
+        scores = record["scores"]
+        full = name if name in scores else None
+        if full is None:  # the short name: fid -> fid[mnist-classifier]
+            matches = [k for k in scores if base_name(k) == name]
+            full = matches[0] if len(matches) == 1 else None
+        if full is not None:
+            values.append(float(scores[full]))
+    if not values:
+        return None, f"no {name} in {Path(run_dir) / METRICS_FILE}"
+    value = values[-1] if (cfg.get("sweep") or {}).get("reduce", "best") == "final" else None
+    if value is None:
+        finite = [v for v in values if math.isfinite(v)]
+        value = (max if higher else min)(finite) if finite else values[-1]
+    if not math.isfinite(value):
+        return None, f"{name} is {value} (not finite)"
+    return value, name

@@ -49,6 +49,7 @@ OPERATIONAL = (
     "resume",
     "logger",
     "eval",
+    "sweep",
     "trainer.steps",
     "trainer.device",
     "trainer.checkpoint_every",
@@ -189,6 +190,64 @@ def check_writable(folder: Path, what: str) -> None:
             f"cannot write {what} to {folder}: {_cause(e)}; free space, fix the permissions "
             "or choose another run dir (hydra.run.dir=<dir>)"
         ) from None
+
+
+# --------------------------------------------------------------------------- status
+STATUS_NAME = "status.json"
+STATUSES = ("running", "finished", "failed", "diverged", "stopped")
+
+
+class RunStatus:
+    """``<run dir>/status.json``: what became of the run, for people, sweepers and
+    ``ganrun report``. Written atomically by the process holding the run dir's lock,
+    only once it has claimed the dir (never over another run's): "running" when
+    training starts, then "finished" / "failed" / "diverged" / "stopped" with the
+    one-line message and exit status. A "running" status whose run dir is not locked
+    (``is_locked``) belongs to a process that was killed."""
+
+    def __init__(self, run_dir: Path, steps: int):
+        self.path = Path(run_dir) / STATUS_NAME
+        self.steps = int(steps)
+        self.started = _dt.datetime.now().isoformat(timespec="seconds")
+        self._t0 = _dt.datetime.now()
+
+    def write(
+        self,
+        status: str,
+        step: int,
+        message: str | None = None,
+        exit_status: int | None = None,
+        **extra: Any,
+    ) -> None:
+        now = _dt.datetime.now()
+        record = {
+            "status": status,
+            "message": message,
+            "exit_status": exit_status,
+            "step": int(step),
+            "steps": self.steps,
+            "started": self.started,
+            "updated": now.isoformat(timespec="seconds"),
+            "wall_seconds": round((now - self._t0).total_seconds(), 1),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            **extra,
+        }
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(record, indent=1) + "\n")
+            os.replace(tmp, self.path)
+        except OSError as e:  # a full disk must not hide the run's own error
+            log.warning("could not write %s: %s", self.path, _cause(e))
+            tmp.unlink(missing_ok=True)
+
+
+def read_status(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((Path(run_dir) / STATUS_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 # --------------------------------------------------------------------------- identity
