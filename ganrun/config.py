@@ -51,6 +51,9 @@ class TrainerConfig:
     # settings) is continued from its newest (a requeued job); false refuses to start
     # there instead. Another run's checkpoints are always refused (docs/RELIABILITY.md)
     auto_resume: bool = True
+    # CPU threads for torch (torch.set_num_threads); null = torch's default (all cores).
+    # Parallel sweep jobs set it so that they do not oversubscribe the cores
+    threads: Optional[int] = None
 
 
 @dataclass

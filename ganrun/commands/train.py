@@ -203,6 +203,8 @@ def _trainer(cfg, run_dir: Path, choices, state, source):
     """The Trainer, built, and loaded from ``state`` when there is one."""
     from ganrun.training.loop import Trainer
 
+    if cfg.trainer.get("threads"):
+        torch.set_num_threads(int(cfg.trainer.threads))
     seed_everything(int(cfg.seed))
     built = build(cfg)
     evaluator = make_evaluator(cfg, built, run_dir, choices)

@@ -58,6 +58,7 @@ OPERATIONAL = (
     "trainer.image_every",
     "trainer.n_fixed",
     "trainer.num_workers",
+    "trainer.threads",
     "trainer.progress",
     "trainer.deterministic",
     "trainer.auto_resume",
