@@ -2,8 +2,10 @@
 
 Anything raised as a ``GanrunError`` is printed by the CLI as
 ``ganrun: error: <message>`` with the error's ``exit_status``: 2 for bad input
-(config, data, checkpoint), 3 for a training run that diverged. Messages say
-what is wrong and, where there are choices, what would be right.
+(config, data, checkpoint, run dir), 3 for a training run that diverged; a run
+stopped by a signal prints ``ganrun: stopped: <message>`` and exits 75 (see
+docs/RELIABILITY.md, "Exit statuses"). Messages say what is wrong and, where
+there are choices, what would be right.
 """
 
 from __future__ import annotations
