@@ -35,8 +35,9 @@ def _metrics(run_dir: Path, values: list[float], name="fid[mnist-classifier]"):
             )
 
 
-def test_finished_run_records_its_sweep_value(tmp_path):
-    _, result = run_train(tmp_path, RING)
+def test_finished_run_records_its_sweep_value(tmp_path, caplog):
+    with caplog.at_level("INFO"):
+        _, result = run_train(tmp_path, RING)
     status = read_status(tmp_path)
     assert status["status"] == "finished" and status["exit_status"] == 0
     assert status["step"] == status["steps"] == 4
@@ -44,6 +45,9 @@ def test_finished_run_records_its_sweep_value(tmp_path):
     best = max(r["scores"]["modes"] for r in lines)  # modes: higher is better
     assert result["sweep/value"] == best == status["sweep"]["value"]
     assert status["sweep"]["metric"] == "modes"
+    summary = caplog.text[caplog.text.index("summary of") :]  # the run's last words
+    assert "final scores (step 4): modes=" in summary
+    assert f"best: modes={best:.4g} at step" in summary and "best.pt" in summary
 
 
 def test_diverged_run_has_no_value_and_says_why(tmp_path):

@@ -140,6 +140,7 @@ def train(
                     status, trainer, "stopped" if isinstance(e, KeyboardInterrupt) else "failed", e
                 )
                 raise
+            _summary(trainer, run_dir)
             value, why = sweep_value(cfg, run_dir)
             status.write(
                 "finished",
@@ -158,6 +159,34 @@ def train(
         if installed_here:
             STOP.uninstall()
             STOP.reset()
+
+
+def _summary(trainer, run_dir: Path) -> None:
+    """The end of a finished run in a few lines: final and best scores, where the
+    checkpoints and the last grid are, how to sample and continue."""
+    from ganrun.metrics.hook import BEST_FILE, read_metrics
+
+    lines = [f"summary of {run_dir} (step {trainer.step}, {trainer.elapsed:.0f} s of training):"]
+    records = read_metrics(run_dir)
+    if records:
+        final = records[-1]
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in final["scores"].items() if "_std" not in k)
+        lines.append(f"  final scores (step {final['step']}): {shown}")
+    best = run_dir / ckpt.CKPT_DIR / BEST_FILE
+    hook_best = next((h.best for h in trainer.hooks if getattr(h, "best", None)), None)
+    if hook_best and best.is_file():
+        lines.append(
+            f"  best: {hook_best['score']}={hook_best['value']:.4g} at step {hook_best['step']}: {best}"
+        )
+    found = ckpt.step_checkpoints(run_dir / ckpt.CKPT_DIR)
+    if found:
+        lines.append(f"  last checkpoint: {found[-1][1]}")
+    grids = sorted((run_dir / "samples").glob("step-*.png"))
+    if grids:
+        lines.append(f"  last grid: {grids[-1]}")
+    lines.append(f"  sample: ganrun sample ckpt={run_dir} out=grid.png")
+    lines.append(f"  continue: ganrun train resume={run_dir} trainer.steps={2 * int(trainer.step)}")
+    log.info("\n".join(lines))
 
 
 def _record(status: RunStatus, trainer, what: str, e: BaseException) -> None:

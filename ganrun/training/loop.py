@@ -85,6 +85,22 @@ def batches_before(t, step: int) -> int:
     return base + (first + later) * (int(t.n_critic_warmup) - int(t.n_critic))
 
 
+def _count(n: int) -> str:
+    """12, 4.2k, 3.57M: parameter counts that a small model does not print as 0.00M."""
+    if n < 1000:
+        return str(n)
+    return f"{n / 1e3:.1f}k" if n < 1e6 else f"{n / 1e6:.2f}M"
+
+
+def _log_to_files(level: int, msg: str, *args) -> None:
+    """A record for the log files only (train.log), not the console: what the
+    progress bar already shows there."""
+    record = log.makeRecord(log.name, level, __file__, 0, msg, args, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+            handler.handle(record)
+
+
 class Trainer:
     def __init__(
         self,
@@ -294,10 +310,10 @@ class Trainer:
                 self.run_dir / self.cfg.logger.subdir, purge_step=self.step
             )
         log.info(
-            "%s | G %.2fM params, D %.2fM params | %s | device %s | run dir %s",
+            "%s | G %s params, D %s params | %s | device %s | run dir %s",
             self.cfg.model.get("name", "model"),
-            count_parameters(b.G) / 1e6,
-            count_parameters(b.D) / 1e6,
+            _count(count_parameters(b.G)),
+            _count(count_parameters(b.D)),
             b.data.describe(),
             self.device,
             self.run_dir,
@@ -428,8 +444,14 @@ class Trainer:
     def _closing(self, bar):
         """Closes the progress bar; on an error (a divergence, an interrupt) also the
         event writer, so what was logged up to it is on disk."""
+        redirect = contextlib.nullcontext()
+        if bar is not None:  # log lines printed above the bar, never glued to a copy of it
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            redirect = logging_redirect_tqdm()
         try:
-            yield
+            with redirect:
+                yield
         except BaseException:
             self.writer.close()
             raise
@@ -527,7 +549,8 @@ class Trainer:
             "img/s": values.get("perf/img_per_s"),
         }
         text = " ".join(f"{k}={v:.3g}" for k, v in short.items() if v is not None)
-        if bar is not None:
+        if bar is not None:  # the bar shows it; train.log still keeps the history
             bar.set_postfix_str(text, refresh=False)
+            _log_to_files(logging.INFO, "step %d/%d %s", self.step, int(self.t.steps), text)
         else:
             log.info("step %d/%d %s", self.step, int(self.t.steps), text)
