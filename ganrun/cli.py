@@ -43,6 +43,11 @@ COMMANDS = {
         "fetch_weights",
         "download and verify the InceptionV3 weights for IS/FID/KID",
     ),
+    "report": (
+        "ganrun.commands.report",
+        "report",
+        "tables, plots and report.html of run dirs: ganrun report multirun/<date>/<time>",
+    ),
 }
 # commands whose top config file is not named after them (conf/<name>.yaml)
 CONFIG_NAMES = {name: config for name, (_, config, _) in COMMANDS.items()}
@@ -308,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _run(module_name: str, command: str, rest: list[str]) -> None:
     module = importlib.import_module(module_name)
+    if command == "report":  # positional DIRs -> dirs=[...]: Hydra takes no bare paths
+        rest = module.command_line(rest)
     rest = preflight(command, rest)
     sys.argv = [f"{Path(sys.argv[0]).name} {command}", *rest]
     module.main()

@@ -1,0 +1,336 @@
+"""ganrun report: a real 2x2 sweep (model.width=8,16 x seed=0,1) trained by the
+installed `ganrun` command, plus hand-made run dirs (a failed run with its message,
+a killed one), reported by `ganrun report DIR`; the tables, the seed groups, the
+CSV, the plots, and report.html rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import math
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from tests.conftest import cli_error
+
+# The ring is shrunk so that a 4-step G (outputs near 0) already lands near several
+# modes: mode counts and reverse KL then differ between seeds and widths.
+SWEEP = [
+    "model=vanilla", "dataset=ring", "dataset.radius=0.05", "dataset.std=0.05",
+    "eval=modes", "eval.every=2", "eval.n_modes=200", "logger.tensorboard=false",
+    "trainer.steps=4", "trainer.batch_size=16", "trainer.device=cpu", "trainer.progress=false",
+    "trainer.image_every=2", "trainer.checkpoint_every=2", "trainer.n_fixed=4",
+    "trainer.num_workers=0",
+]  # fmt: skip
+SCORES = ["modes", "high_quality", "reverse_kl"]
+FAILED_MESSAGE = "cannot read the dataset folder /nonexistent: no such file or directory"
+
+
+def _exe() -> str:
+    exe = shutil.which("ganrun", path=str(Path(sys.executable).parent)) or shutil.which("ganrun")
+    if exe is None:
+        pytest.fail("the `ganrun` console script is not installed (pip install -e .)")
+    return exe
+
+
+def ganrun(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [_exe(), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def _hand_made(run: Path, overrides: list[str], status: dict) -> None:
+    """A run dir as ganrun train leaves it when it stops before any evaluation."""
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    seed = int(next(o for o in overrides if o.startswith("seed=")).split("=")[1])
+    (run / ".hydra" / "config.yaml").write_text(
+        yaml.safe_dump({"trainer": {"steps": 4}, "seed": seed})
+    )
+    base = {"message": None, "exit_status": None, "step": 0, "steps": 4, "pid": 1, "host": "vm"}
+    base |= {"started": "2026-12-02T10:00:00", "updated": "2026-12-02T10:00:05"}
+    base |= {"wall_seconds": 5.0}
+    (run / "status.json").write_text(json.dumps(base | status))
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """Jobs 0-3 trained for real; 4 failed (width 8, seed 2), 5 killed (width 16, seed 2)."""
+    root = tmp_path_factory.mktemp("report")
+    r = ganrun(
+        "train", "-m", *SWEEP, "model.width=8,16", "seed=0,1", "hydra.sweep.dir=sweep", cwd=root
+    )
+    assert r.returncode == 0, r.stderr
+    folder = root / "sweep"
+    common = [o for o in SWEEP]
+    _hand_made(
+        folder / "4",
+        [*common, "model.width=8", "seed=2"],
+        {"status": "failed", "message": FAILED_MESSAGE, "exit_status": 2},
+    )
+    # "running" but no process holds the run dir's lock: the job was killed
+    _hand_made(folder / "5", [*common, "model.width=16", "seed=2"], {"status": "running"})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reported(sweep) -> Path:
+    r = ganrun("report", str(sweep), cwd=sweep.parent)
+    assert r.returncode == 0, r.stderr
+    assert "6 run(s)" in r.stdout and str(sweep / "report.html") in r.stdout
+    return sweep
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _csv(path: Path) -> list[dict]:
+    return list(csv.DictReader(path.open()))
+
+
+# --------------------------------------------------------------------------- tables
+def test_csv_has_a_row_per_run_with_status_steps_and_scores(reported):
+    rows = _csv(reported / "report.csv")
+    assert [r["run"] for r in rows] == ["0", "1", "2", "3", "4", "5"]
+    assert [r["status"] for r in rows] == ["finished"] * 4 + ["failed", "killed"]
+    assert rows[4]["message"] == FAILED_MESSAGE
+    assert "ended without a final status" in rows[5]["message"]
+    assert [r["model.width"] for r in rows] == ["8", "8", "16", "16", "8", "16"]
+    assert [r["seed"] for r in rows] == ["0", "1", "0", "1", "2", "2"]
+    header = list(rows[0])
+    assert header[:10] == [
+        "run", "path", "group", "status", "message", "step", "steps", "wall_seconds", "seed",
+        "overrides",
+    ]  # fmt: skip
+    for score in SCORES:
+        for part in ("final", "final_step", "best", "best_step"):
+            assert f"{score}.{part}" in header
+    for row in rows[:4]:
+        records = _records(reported / row["run"])
+        assert (row["step"], row["steps"]) == ("4", "4")
+        assert float(row["wall_seconds"]) >= 0
+        final = records[-1]["scores"]
+        for score in SCORES:
+            assert float(row[f"{score}.final"]) == pytest.approx(final[score])
+            assert row[f"{score}.final_step"] == "4"
+        # the best value by each score's direction over the run's evaluations
+        assert float(row["modes.best"]) == max(r["scores"]["modes"] for r in records)
+        finite_kl = [r["scores"]["reverse_kl"] for r in records]
+        finite_kl = [v for v in finite_kl if math.isfinite(v)]
+        if finite_kl:
+            assert float(row["reverse_kl.best"]) == pytest.approx(min(finite_kl))
+    assert rows[4]["modes.final"] == "" and rows[4]["step"] == "0"
+
+
+def test_seed_groups_are_mean_and_standard_error_of_the_finished_runs(reported):
+    groups = {g["group"]: g for g in _csv(reported / "report_groups.csv")}
+    assert set(groups) == {"model.width=8", "model.width=16"}
+    for width, jobs in (("8", ["0", "1"]), ("16", ["2", "3"])):
+        g = groups[f"model.width={width}"]
+        # the failed / killed seed-2 run is in the group but not in its statistics
+        assert (g["runs"], g["finished"], g["seeds"]) == ("3", "2", "0, 1, 2")
+        for score in ("modes", "reverse_kl"):
+            values = [_records(reported / j)[-1]["scores"][score] for j in jobs]
+            assert g[f"{score}.n"] == "2"
+            assert float(g[f"{score}.final_mean"]) == pytest.approx(statistics.mean(values))
+            se = statistics.stdev(values) / math.sqrt(2)
+            assert float(g[f"{score}.final_se"]) == pytest.approx(se)
+
+
+def test_markdown_lists_groups_runs_and_the_failed_runs_line(reported):
+    md = (reported / "report.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    group_rows = [r for r in rows if r.startswith("| model.width=")]
+    assert len(group_rows) == 2
+    for row in group_rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1:4] == ["2", "3", "0, 1, 2"]  # n, runs, seeds
+        assert "±" in cells[5]  # final modes: mean ± s.e.
+    run_rows = [r for r in rows if re.match(r"\| \d \|", r)]
+    assert len(run_rows) == 6 and "| failed |" in run_rows[4] and "| killed |" in run_rows[5]
+    assert f"- `4` (failed): {FAILED_MESSAGE}" in md
+    assert "Overrides common to all runs: `model=vanilla dataset=ring" in md
+    for score in SCORES:
+        assert f"(report-{score}.png)" in md
+
+
+def test_plots_are_pngs_one_per_score(reported):
+    for score in SCORES:
+        image = Image.open(reported / f"report-{score}.png")
+        image.load()
+        assert image.format == "PNG" and image.width > 300
+
+
+def test_html_embeds_every_image_and_lists_the_failed_run(reported):
+    page = (reported / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page  # nothing fetched from outside
+    uris = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(uris) == len(SCORES) + 4  # the plots, and a sample grid per trained run
+    for uri in uris:
+        Image.open(io.BytesIO(base64.b64decode(uri))).load()
+    assert FAILED_MESSAGE in page
+
+
+# --------------------------------------------------------------------------- Chromium
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if found := shutil.which(name):
+            return found
+    if os.geteuid() != 0:
+        pytest.skip("headless Chromium is not installed and installing it needs root")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            pytest.skip(f"cannot install Debian's chromium ({' '.join(cmd)}): {e}")
+        if r.returncode != 0:
+            tail = (r.stderr or r.stdout).strip().splitlines()[-1:]
+            pytest.skip(f"cannot install Debian's chromium ({' '.join(cmd)}): {tail}")
+    found = shutil.which("chromium")
+    if not found:
+        pytest.skip("apt-get installed chromium but no chromium command appeared")
+    return found
+
+
+def _dom(browser: str, page: Path, query: str = "") -> str:
+    r = subprocess.run(
+        [
+            browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+            "--dump-dom", page.resolve().as_uri() + query,
+        ],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0 and "</html>" in r.stdout, r.stderr[-2000:]
+    return r.stdout
+
+
+def _run_order(dom: str) -> list[str]:
+    table = dom[dom.index('id="runs"') :]
+    table = table[: table.index("</table>")]
+    return re.findall(r'<tr><td data-v="([^"]*)"', table)
+
+
+def test_report_html_in_headless_chromium_sorts_and_decodes_its_images(reported):
+    browser = _chromium()
+    page = reported / "report.html"
+    dom = _dom(browser, page)
+    n_images = len(SCORES) + 4
+    assert f'data-images="{n_images}/{n_images}"' in dom  # every <img> decoded
+    assert _run_order(dom) == ["0", "1", "2", "3", "4", "5"]
+    rows = _csv(reported / "report.csv")
+
+    def ranked(column: str, reverse: bool) -> list[str]:
+        have = [r for r in rows if r[column] != ""]
+        have.sort(key=lambda r: float(r[column]), reverse=reverse)
+        return [r["run"] for r in have] + [r["run"] for r in rows if r[column] == ""]
+
+    dom = _dom(browser, page, "?sort=final-reverse-kl&desc=1")
+    assert 'data-sorted="final-reverse-kl"' in dom
+    assert _run_order(dom) == ranked("reverse_kl.final", reverse=True)
+    dom = _dom(browser, page, "?sort=status")
+    order = _run_order(dom)
+    statuses = {r["run"]: r["status"] for r in rows}
+    assert [statuses[o] for o in order] == sorted(statuses[o] for o in order)
+    assert order != ["0", "1", "2", "3", "4", "5"]  # failed / killed sort first
+
+
+# --------------------------------------------------------------------------- single runs, old run dirs
+def test_a_run_dir_on_its_own(reported, tmp_path):
+    run = tmp_path / "one"
+    shutil.copytree(reported / "2", run)
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ganrun import cli
+
+    try:
+        cli.main(["report", str(run), f"out={tmp_path / 'rep'}"])
+    finally:
+        GlobalHydra.instance().clear()
+    (row,) = _csv(tmp_path / "rep" / "report.csv")
+    assert row["run"] == "one" and row["status"] == "finished"
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Seed groups" not in md  # a group of one says nothing the run row does not
+    assert "| one |" in md and "±" not in md
+    assert not list(run.glob("report*"))  # out= elsewhere: the run dir is left alone
+
+
+def test_run_dirs_without_status_json_are_inferred(reported, tmp_path):
+    from ganrun.report.runs import read_run
+
+    done = tmp_path / "done"
+    shutil.copytree(reported / "0", done)
+    (done / "status.json").unlink(missing_ok=True)
+    assert read_run(done).status == "finished"  # newest checkpoint == trainer.steps
+    cut = tmp_path / "cut"
+    shutil.copytree(reported / "0", cut)
+    (cut / "status.json").unlink(missing_ok=True)
+    (cut / "checkpoints" / "step-00000004.pt").unlink()
+    run = read_run(cut)
+    assert run.status == "unfinished" and "step 2 of 4" in run.message
+
+
+def test_a_running_status_with_its_lock_held_is_running(reported, tmp_path):
+    from ganrun.report.runs import read_run
+    from ganrun.training.rundir import RunDirLock
+
+    run = tmp_path / "live"
+    shutil.copytree(reported / "5", run)
+    assert read_run(run).status == "killed"
+    with RunDirLock(run):
+        assert read_run(run).status == "running"
+
+
+def test_odd_folder_names_pass_through_to_hydra(reported, tmp_path):
+    from ganrun.commands.report import command_line
+
+    assert command_line(["a b", "out=x"]) == ["dirs=['a b']", "out=x"]
+    odd = tmp_path / "it's, odd=1"
+    shutil.copytree(reported / "1", odd / "1")
+    r = ganrun("report", str(odd), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [row["run"] for row in _csv(odd / "report.csv")] == ["1"]
+
+
+# --------------------------------------------------------------------------- bad input
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, reported):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    err = cli_error(["report", str(tmp_path / "missing")], capsys)
+    assert "no such folder" in err
+    err = cli_error(["report", str(empty)], capsys)
+    assert "no ganrun runs in" in err
+    err = cli_error(["report"], capsys)
+    assert "no folder given" in err
+    err = cli_error(["report", str(reported / "0"), str(reported / "1")], capsys)
+    assert "out=<folder>" in err
+    (tmp_path / "file").write_text("")
+    err = cli_error(["report", str(reported / "0"), f"out={tmp_path / 'file'}"], capsys)
+    assert "is a file" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file"]
+    assert not list(empty.iterdir())
+
+
+def test_mean_and_standard_error():
+    from ganrun.report.summary import mean_se
+
+    s = mean_se([1.0, 2.0, 3.0])
+    assert (s.mean, s.n) == (2.0, 3) and s.se == pytest.approx(1 / math.sqrt(3))
+    assert s.text() == "2 ± 0.58"
+    one = mean_se([0.25])
+    assert one.se is None and one.text() == "0.25"
+    assert mean_se([1.0, math.inf]).text() == "inf"
+    assert mean_se([]) is None
