@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ganrun import fsio
 from ganrun.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -80,27 +81,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- writing
-def atomic_save(obj: Any, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # some platforms cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def atomic_save(obj: Any, path: Path, elsewhere: str = fsio.RUN_DIR_ELSEWHERE) -> None:
+    """``torch.save(obj)`` to ``path`` atomically (``fsio.atomic_open``): a full disk,
+    a read-only or unwritable folder is one line (fsio.WriteError) naming ``path``,
+    and neither ``path`` nor a temporary file is left behind (an earlier file under
+    ``path`` stays as it was). torch reports a full disk as ``RuntimeError: [enforce
+    fail at inline_container.cc] ... unexpected pos``; the OSError behind it (its
+    context), or else the folder's free space, tells it apart from other errors."""
+    with fsio.atomic_open(Path(path), elsewhere) as f:
+        torch.save(obj, f)
 
 
 def step_path(run_dir: Path, step: int) -> Path:
