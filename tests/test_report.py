@@ -294,10 +294,27 @@ def test_a_running_status_with_its_lock_held_is_running(reported, tmp_path):
         assert read_run(run).status == "running"
 
 
+@pytest.mark.parametrize(
+    "written, shown",
+    [("finished", "finished"), ("failed", "failed"), ("diverged", "diverged"),
+     ("stopped", "stopped early")],
+)  # fmt: skip
+def test_status_json_words(tmp_path, written, shown):
+    from ganrun.report.runs import read_run
+
+    message = None if written == "finished" else f"the {written} line"
+    _hand_made(tmp_path / "r", ["model=dcgan", "seed=0"], {"status": written, "message": message})
+    run = read_run(tmp_path / "r")
+    assert (run.status, run.message, run.steps, run.wall_seconds) == (shown, message, 4, 5.0)
+
+
 def test_odd_folder_names_pass_through_to_hydra(reported, tmp_path):
     from ganrun.commands.report import command_line
 
     assert command_line(["a b", "out=x"]) == ["dirs=['a b']", "out=x"]
+    # a flag's value is not a folder
+    assert command_line(["a", "--cfg", "job"]) == ["dirs=['a']", "--cfg", "job"]
+    assert command_line(["--info", "config", "a"]) == ["dirs=['a']", "--info", "config"]
     odd = tmp_path / "it's, odd=1"
     shutil.copytree(reported / "1", odd / "1")
     r = ganrun("report", str(odd), cwd=tmp_path)

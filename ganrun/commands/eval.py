@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ganrun import checkpoint as ckpt
+from ganrun import fsio
 from ganrun.commands import report_errors
 from ganrun.config import register_configs
 from ganrun.errors import ConfigError
@@ -38,6 +38,8 @@ from ganrun.rejection import RejectionSettings
 from ganrun.training.guard import refuse_nonfinite
 
 log = logging.getLogger(__name__)
+
+OUT_ELSEWHERE = "choose another out=<file>.json"
 
 
 def targets(cfg: DictConfig) -> list[str]:
@@ -94,6 +96,8 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
         path, G, train_cfg, state = load_generator_with_path(target, device, use_ema=cfg.use_ema)
         key = json.dumps(OmegaConf.to_container(train_cfg.dataset, resolve=True), sort_keys=True)
         if key not in prepared:  # same reference data: build the extractor once
+    if cfg.out:  # before any work: a read-only place, or a file where a folder should be
+        fsio.check_writable(cfg.out, OUT_ELSEWHERE)
             prepared[key] = Evaluation(
                 settings,
                 train_cfg,
@@ -153,7 +157,7 @@ def _short(path: Path) -> str:
 
 def _write(records: list[dict[str, Any]], out: str | None) -> list[Path]:
     if out:
-        return [_atomic_json(Path(out), records)]
+        return [_atomic_json(Path(out), records, OUT_ELSEWHERE)]
     written = []
     for r in records:
         path = Path(r["checkpoint"])
@@ -162,16 +166,16 @@ def _write(records: list[dict[str, Any]], out: str | None) -> list[Path]:
             old = json.loads(dest.read_text()) if dest.is_file() else []
         except (OSError, ValueError):
             old = []
-        written.append(_atomic_json(dest, [*(old if isinstance(old, list) else []), r]))
+        old = old if isinstance(old, list) else []
+        written.append(
+            _atomic_json(dest, [*old, r], "write the scores elsewhere with out=<file>.json")
+        )
     return written
 
 
-def _atomic_json(path: Path, obj: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+def _atomic_json(path: Path, obj: Any, elsewhere: str) -> Path:
+    """``obj`` as JSON at ``path``, atomically; a failed write is one line (fsio)."""
+    return fsio.atomic_write_text(path, json.dumps(obj, indent=1) + "\n", elsewhere)
 
 
 # --------------------------------------------------------------------------- tables

@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import ganrun
+from ganrun import fsio
 from ganrun.commands import report_errors
 from ganrun.config import register_configs
 from ganrun.errors import ConfigError, DataError, GanrunError
@@ -92,6 +93,10 @@ def fit(cfg: DictConfig, dataset_name: str | None = None) -> Path:
         cfg.name,
         len(x_train),
         train.describe(),
+    out = Path(cfg.out).expanduser() if cfg.out else evaluator_path(str(cfg.name), cfg.cache_dir)
+    elsewhere = "choose another out=<file>.pt" if cfg.out else "choose another cache_dir=..."
+    # before the training: a read-only place, or a file where a folder should be
+    fsio.check_writable(out, elsewhere)
         len(x_test),
         held.describe(),
     )
@@ -118,7 +123,6 @@ def fit(cfg: DictConfig, dataset_name: str | None = None) -> Path:
             f"{summary} is below min_accuracy={cfg.min_accuracy}: not saved "
             f"(train longer with epochs=, or lower min_accuracy)"
         )
-    out = Path(cfg.out).expanduser() if cfg.out else evaluator_path(str(cfg.name), cfg.cache_dir)
     meta = {
         "name": str(cfg.name),
         "dataset": dataset_name or train.describe(),
@@ -131,7 +135,7 @@ def fit(cfg: DictConfig, dataset_name: str | None = None) -> Path:
         "seed": int(cfg.seed),
         "versions": {"ganrun": str(ganrun.__version__), "torch": str(torch.__version__)},
     }
-    clf.save_classifier(result.model, out, meta)
+    clf.save_classifier(result.model, out, meta, elsewhere=elsewhere)
     print(f"{summary}; saved {out}")
     print(
         f"use it with: ganrun train eval=offline eval.features={cfg.name}  (or features={cfg.name})"

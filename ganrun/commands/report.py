@@ -28,7 +28,6 @@ from ganrun.paths import conf_dir
 
 USAGE = "ganrun report <multirun or run dir> [more dirs ...] [out=<folder>]"
 KEYS = ("dirs", "out")
-# arguments Hydra reads itself (--help, --cfg job, ...) pass through untouched
 
 
 @dataclass
@@ -46,8 +45,20 @@ def _quote(path: str) -> str:
     return "'" + path.replace("\\", "\\\\").replace("'", "\\'").replace("${", "\\${") + "'"
 
 
-def _is_dir_argument(arg: str) -> bool:
-    if arg.startswith("-"):
+# Hydra's flags that take the next argument as their value (--cfg job), and
+# --info's optional one
+_FLAG_VALUE = {
+    "--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+    "--config-dir", "-cd", "--experimental-rerun",
+}  # fmt: skip
+_INFO = ("--info", "-i")
+_INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def _is_dir_argument(arg: str, previous: str | None) -> bool:
+    if arg.startswith("-") or previous in _FLAG_VALUE:
+        return False
+    if previous in _INFO and arg in _INFO_VALUES:
         return False
     if "=" not in arg:
         return True
@@ -58,8 +69,9 @@ def _is_dir_argument(arg: str) -> bool:
 
 def command_line(args: list[str]) -> list[str]:
     """``a b out=x`` -> ``dirs=['a','b'] out=x`` (Hydra cannot take a bare path)."""
-    dirs = [a for a in args if _is_dir_argument(a)]
-    rest = [a for a in args if not _is_dir_argument(a)]
+    is_dir = [_is_dir_argument(a, p) for a, p in zip(args, [None, *args])]
+    dirs = [a for a, d in zip(args, is_dir) if d]
+    rest = [a for a, d in zip(args, is_dir) if not d]
     named = any(a.split("=", 1)[0] == "dirs" for a in rest)
     hydra_only = any(a.startswith("-") and a not in ("-m", "--multirun") for a in rest)
     if dirs and named:

@@ -17,10 +17,9 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from torchvision.utils import save_image
 
 from ganrun import checkpoint as ckpt
-from ganrun import viz
+from ganrun import fsio, viz
 from ganrun.build import build_dataset, build_models, resolve_device
 from ganrun.commands import report_errors
 from ganrun.config import register_configs
@@ -32,6 +31,8 @@ from ganrun.training.ema import spectral_norm_vectors
 from ganrun.training.guard import refuse_nonfinite
 
 log = logging.getLogger(__name__)
+
+OUT_ELSEWHERE = "choose another out=..."
 
 
 def generator_key(state: dict, use_ema: bool = True) -> str:
@@ -191,6 +192,8 @@ def sample(cfg: DictConfig, default_out: Path) -> list[Path]:
         raise ConfigError(
             "rejection.method works on plain grids of samples; drop interpolate / traverse / mixing"
         )
+    if cfg.out:  # before any work: a read-only place, or a file where a folder should be
+        fsio.check_writable(cfg.out, OUT_ELSEWHERE, folder=bool(cfg.per_image))
     device = resolve_device(cfg.device)
     path, G, train_cfg, state = load_generator_with_path(cfg.ckpt, device, use_ema=cfg.use_ema)
     check_model_modes(cfg, G)
@@ -239,11 +242,11 @@ def sample(cfg: DictConfig, default_out: Path) -> list[Path]:
                 "per_image=true needs an image model; this checkpoint generates 2-D points"
             )
         folder = Path(cfg.out) if cfg.out else default_out.with_suffix("")
-        folder.mkdir(parents=True, exist_ok=True)
+        fsio.make_dirs(folder, OUT_ELSEWHERE)
         paths = []
-        for i, img in enumerate(x):
+        for i, img in enumerate(x):  # each complete or absent; a failure names its file
             p = folder / f"{i:06d}.png"
-            save_image(viz.image_grid(img.unsqueeze(0), nrow=1, padding=0), p)
+            fsio.write_image(viz.image_grid(img.unsqueeze(0), nrow=1, padding=0), p, OUT_ELSEWHERE)
             paths.append(p)
         print(f"wrote {len(paths)} images to {folder}")
         return paths
@@ -283,8 +286,7 @@ def _centers(train_cfg):
 def _write_grid(x: torch.Tensor, nrow: int, out: Path, centers=None) -> Path:
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise ConfigError(f"out={out} should name a .png (or .jpg) file")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(viz.picture(x, nrow=nrow, centers=centers), out)
+    fsio.write_image(viz.picture(x, nrow=nrow, centers=centers), out, OUT_ELSEWHERE)
     print(f"wrote {out}")
     return out
 

@@ -185,8 +185,14 @@ def train_classifier(
 
 
 # --------------------------------------------------------------------------- files
-def save_classifier(model: DigitClassifier, path: Path, meta: dict[str, Any] | None = None) -> Path:
-    """Weights-only file (loads with torch.load(weights_only=True))."""
+def save_classifier(
+    model: DigitClassifier,
+    path: Path,
+    meta: dict[str, Any] | None = None,
+    elsewhere: str = "choose another out=<file>.pt",
+) -> Path:
+    """Weights-only file (loads with torch.load(weights_only=True)), written atomically;
+    a failed write is one line naming ``path`` (fsio.WriteError), nothing left behind."""
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -195,7 +201,7 @@ def save_classifier(model: DigitClassifier, path: Path, meta: dict[str, Any] | N
         "meta": dict(meta or {}),
     }
     path = Path(path)
-    atomic_save(plain(payload, "evaluator"), path)
+    atomic_save(plain(payload, "evaluator"), path, elsewhere)
     return path
 
 

@@ -29,6 +29,7 @@ import os
 import urllib.error
 from pathlib import Path
 
+from ganrun import fsio
 from ganrun.errors import GanrunError
 
 INCEPTION_URL = (
@@ -84,18 +85,27 @@ def _download(url: str, dest: Path) -> None:
 
 def fetch(dest: Path | None = None) -> Path:
     """Download the weights to ``dest`` (default: torch.hub's cache) and verify them."""
+    explicit = dest is not None
     dest = Path(dest).expanduser() if dest else hub_path()
     if dest.is_file():
         return verify(dest, "existing file")
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    elsewhere = "choose another out=<file>" if explicit else "set TORCH_HOME to a writable folder"
+    # before the 95 MB download: a read-only place, or a file where a folder should be
+    fsio.check_writable(dest, elsewhere)
+    fsio.make_dirs(dest.parent, elsewhere)
     tmp = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
     try:
         _download(INCEPTION_URL, tmp)
         verify(tmp, "download")
         os.replace(tmp, dest)
+        fsio.fsync_folder(dest.parent)
     except WeightsError:
         raise
-    except (urllib.error.URLError, OSError, RuntimeError, ValueError) as e:
+    except Exception as e:
+        if not isinstance(e, urllib.error.URLError) and fsio.write_oserror(e) is not None:
+            raise fsio.write_error(fsio.write_oserror(e), dest, elsewhere=elsewhere) from None
+        if not isinstance(e, (urllib.error.URLError, OSError, RuntimeError, ValueError)):
+            raise
         reason = getattr(e, "reason", None) or str(e).strip().splitlines()[0] or type(e).__name__
         raise WeightsError(
             f"could not download the InceptionV3 weights from {INCEPTION_URL} ({reason}); "
