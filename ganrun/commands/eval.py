@@ -87,6 +87,8 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     settings.check()
     rejection = RejectionSettings.from_config(cfg.rejection)
     rejection.check()
+    if cfg.out:  # before any work: a read-only place, or a file where a folder should be
+        fsio.check_writable(cfg.out, OUT_ELSEWHERE)
     device = resolve_device(cfg.device)
     records: list[dict[str, Any]] = []
     rows: list[tuple[str, dict[str, Any]]] = []
@@ -96,8 +98,6 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
         path, G, train_cfg, state = load_generator_with_path(target, device, use_ema=cfg.use_ema)
         key = json.dumps(OmegaConf.to_container(train_cfg.dataset, resolve=True), sort_keys=True)
         if key not in prepared:  # same reference data: build the extractor once
-    if cfg.out:  # before any work: a read-only place, or a file where a folder should be
-        fsio.check_writable(cfg.out, OUT_ELSEWHERE)
             prepared[key] = Evaluation(
                 settings,
                 train_cfg,

@@ -82,6 +82,10 @@ def fit(cfg: DictConfig, dataset_name: str | None = None) -> Path:
     from ganrun.metrics.features import evaluator_path
 
     check(cfg)
+    out = Path(cfg.out).expanduser() if cfg.out else evaluator_path(str(cfg.name), cfg.cache_dir)
+    elsewhere = "choose another out=<file>.pt" if cfg.out else "choose another cache_dir=..."
+    # before the training: a read-only place, or a file where a folder should be
+    fsio.check_writable(out, elsewhere)
     device = resolve_device(cfg.device)
     train, held = _sources(cfg)
     x_train, y_train = train.arrays()
@@ -93,10 +97,6 @@ def fit(cfg: DictConfig, dataset_name: str | None = None) -> Path:
         cfg.name,
         len(x_train),
         train.describe(),
-    out = Path(cfg.out).expanduser() if cfg.out else evaluator_path(str(cfg.name), cfg.cache_dir)
-    elsewhere = "choose another out=<file>.pt" if cfg.out else "choose another cache_dir=..."
-    # before the training: a read-only place, or a file where a folder should be
-    fsio.check_writable(out, elsewhere)
         len(x_test),
         held.describe(),
     )
