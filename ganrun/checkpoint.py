@@ -207,11 +207,33 @@ def load_file(path: Path, map_location: str | torch.device = "cpu") -> dict[str,
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    not_ours = (
+        f"{path} is not a ganrun checkpoint: give a run dir or a checkpoints/step-*.pt "
+        "file written by ganrun train"
+    )
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    # torch.save writes a zip archive ("PK\3\4"); its legacy format and plain
+    # pickles start with the pickle PROTO opcode (0x80). Anything else (random
+    # bytes, a text file, an empty file) is no checkpoint at all, whatever the
+    # unpickler's error says about it.
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
+        raise CheckpointError(not_ours)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle refused by weights_only, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        text = str(e).strip()
+        first = text.splitlines()[0] if text else type(e).__name__
+        if "Unsupported operand" in text:  # bytes the unpickler cannot even parse
+            if not head.startswith(b"PK\x03\x04"):
+                raise CheckpointError(not_ours) from None  # a plain pickle, or junk after 0x80
+            raise CheckpointError(
+                f"{path} is not a readable checkpoint: its data is not in torch.save's format"
+            ) from None
+        if "weights_only" in text or "Unsupported global" in text:  # a GLOBAL, REDUCE, ...
             raise CheckpointError(
                 f"{path} holds Python objects a checkpoint may not contain; refusing to load it (it could run code)"
             ) from None
@@ -219,7 +241,7 @@ def load_file(path: Path, map_location: str | torch.device = "cpu") -> dict[str,
             f"{path} is not a readable checkpoint (truncated or corrupt?): {first[:160]}"
         ) from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a ganrun checkpoint")
+        raise CheckpointError(not_ours)
     if obj.get("version", 0) > VERSION:
         raise CheckpointError(
             f"{path} was written by a newer ganrun (format {obj['version']}); upgrade ganrun to read it"
