@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 import types
 import typing
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ganrun.data.base import DataSource
+from ganrun.data.base import ArraySource, DataSource, StreamSource
 from ganrun.errors import ConfigError, GanrunError
 from ganrun.objective import Objective
 from ganrun.optim import OptimizerRecipe
@@ -70,10 +71,14 @@ def _type_name(hint: Any) -> str:
 
 def _check_target_node(path: str, node: DictConfig, injected: set[str]) -> None:
     target = node.get("_target_")
+    hydra_log = logging.getLogger("hydra.utils")  # get_class logs its failure: one line only
+    level, hydra_log.disabled = hydra_log.disabled, True
     try:
         cls = get_class(target) if isinstance(target, str) else None
     except Exception:
         cls = None
+    finally:
+        hydra_log.disabled = level
     if cls is None:
         raise ConfigError(f"{path}._target_={target!r} is not an importable class")
     sig = inspect.signature(cls.__init__)
@@ -122,6 +127,67 @@ def _walk_targets(path: str, node: Any):
             yield from _walk_targets(f"{path}.{k}", node[k])
 
 
+def check_targets(cfg: DictConfig, roots: tuple[str, ...] = TARGET_ROOTS) -> None:
+    """Every ``_target_`` node under ``roots``: its keys against the class's signature."""
+    for root in roots:
+        if root in cfg and cfg[root] is not None:
+            for path, node in _walk_targets(root, cfg[root]):
+                _check_target_node(path, node, INJECTED if root == "model" else set())
+
+
+# Optimizer arguments torch checks only when the optimizer is built (in the run dir,
+# with a traceback): (lowest valid value, whether the lowest itself is valid)
+_OPTIMIZER_BOUNDS = {
+    "lr_g": (0.0, False),
+    "lr_d": (0.0, False),
+    "eps": (0.0, True),
+    "weight_decay": (0.0, True),
+    "momentum": (0.0, True),
+    "momentum_final": (0.0, True),
+    "alpha": (0.0, True),
+    "min_lr": (0.0, True),
+}
+
+
+def _check_optimizer_values(node: DictConfig) -> None:
+    for key, (low, inclusive) in _OPTIMIZER_BOUNDS.items():
+        value = node.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not (value >= low if inclusive else value > low) or value == float("inf"):
+                bound = f"{'>=' if inclusive else '>'} {low:g}"
+                raise ConfigError(
+                    f"optimizer.{key}={value} is not valid: it must be a finite number {bound}"
+                )
+    betas = node.get("betas")
+    if betas is not None:
+        values = list(betas) if isinstance(betas, (list, tuple, ListConfig)) else [betas]
+        if len(values) != 2 or not all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0
+            for b in values
+        ):
+            raise ConfigError(
+                f"optimizer.betas={list(values)} is not valid: two numbers in [0, 1), e.g. [0.5,0.999]"
+            )
+
+
+def _dataset_size(data: DataSource, key: str) -> int | None:
+    """How many samples a finite dataset holds (None for endless samplers). Cached by
+    the dataset's config: a multirun preflight checks each job, and train reads the
+    data again anyway."""
+    if key in _SIZES:
+        return _SIZES[key]
+    size = None
+    if isinstance(data, ArraySource):
+        size = len(data)
+    elif isinstance(data, StreamSource):
+        size = len(data.dataset())
+    _SIZES[key] = size
+    return size
+
+
+_SIZES: dict[str, int | None] = {}
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one line) for anything wrong that shows before building."""
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -131,14 +197,12 @@ def validate(cfg: DictConfig) -> None:
         OmegaConf.resolve(copy.deepcopy(cfg))
     except OmegaConfBaseException as e:
         raise ConfigError(_omegaconf_message(e)) from None
-    for root in TARGET_ROOTS:
-        if root in cfg and cfg[root] is not None:
-            for path, node in _walk_targets(root, cfg[root]):
-                _check_target_node(path, node, INJECTED if root == "model" else set())
+    check_targets(cfg)
     for part in ("G", "D"):
-        if part not in cfg.model:
+        node = cfg.model.get(part) if isinstance(cfg.model, DictConfig) else None
+        if not isinstance(node, DictConfig) or "_target_" not in node:
             raise ConfigError(
-                f"model.{part} is missing: a model config needs G and D nodes with _target_"
+                f"model.{part} is missing or not a node: a model config needs G and D nodes with _target_"
             )
     data = build_dataset(cfg)
     data.check()
@@ -182,6 +246,23 @@ def validate(cfg: DictConfig) -> None:
         )
     if t.max_rollbacks < 0:
         raise ConfigError(f"trainer.max_rollbacks must be >= 0, got {t.max_rollbacks}")
+    threads = t.get("threads")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"trainer.threads must be >= 1 (or null: torch's default), got {threads}")
+    for key in ("width", "z_dim"):  # the knobs every recipe sizes its layers from
+        value = cfg.model.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise ConfigError(f"model.{key} must be >= 1, got {value}")
+    if t.num_workers < 0:
+        raise ConfigError(
+            f"trainer.num_workers must be >= 0 (0 = load in the main process), got {t.num_workers}"
+        )
+    size = _dataset_size(data, OmegaConf.to_yaml(cfg.dataset, resolve=True))
+    if size is not None and t.batch_size > size:
+        raise ConfigError(
+            f"trainer.batch_size={t.batch_size} is larger than the dataset ({size} samples "
+            f"in {data.describe()}); use trainer.batch_size <= {size}"
+        )
     resolve_device(t.device)
     regs = cfg.get("regularizer") or {}
     if "info" in regs and not (
@@ -196,7 +277,15 @@ def validate(cfg: DictConfig) -> None:
     objective = build_objective(cfg, classes)
     if objective.augment is not None:
         objective.augment.check_data(data.kind)
-    build_optimizer(cfg)
+    _check_optimizer_values(cfg.optimizer)
+    recipe = build_optimizer(cfg)
+    try:  # torch's own checks of the remaining arguments, on a stand-in parameter
+        recipe.build([torch.nn.Parameter(torch.zeros(1))], [torch.nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError) as e:
+        raise ConfigError(
+            f"optimizer={cfg.optimizer.get('_target_', '?').rsplit('.', 1)[-1]}: {e}; "
+            "check the optimizer.* values"
+        ) from None
 
 
 def _omegaconf_message(e: OmegaConfBaseException) -> str:
