@@ -133,6 +133,10 @@ def _check_group_choices(overrides) -> None:
         for v in values:
             vals = v if isinstance(v, list) else [v]
             options = group_options(key)
+            if key.startswith("hydra/"):  # Hydra's and its plugins' options too
+                from ganrun.sweepers import hydra_group_options
+
+                options = hydra_group_options(key)
             for item in vals:
                 if str(item) not in options:
                     _fail(f"{key}={item} is not an option; choose from: {', '.join(options)}")

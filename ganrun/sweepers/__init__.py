@@ -112,3 +112,15 @@ def forget_shadowed_configs(search_path) -> None:
             for name in names:
                 if (ours / group / f"{name}.yaml").is_file():
                     node.pop(f"{name}.yaml", None)
+
+
+def hydra_group_options(group: str) -> list[str]:
+    """The options of a ``hydra/...`` group: ganrun's files in conf/hydra/ and what
+    Hydra and its plugins provide (``basic``, ``submitit_slurm``, ...)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+
+    from ganrun.paths import conf_dir
+
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(conf_dir())))
+    return sorted(set(loader.get_group_options(group)))
