@@ -52,6 +52,15 @@ def targets(cfg: DictConfig) -> list[str]:
 
 def check(cfg: DictConfig) -> None:
     """Preflight: settings and checkpoints, without computing anything."""
+    if not list(cfg.metrics):  # training's eval.metrics=[] means "off"; here it is a no-op
+        from ganrun.metrics.evaluate import METRICS
+
+        raise ConfigError(
+            f"metrics=[] scores nothing; name one or more of {', '.join(METRICS)}, e.g. metrics=[fid]"
+        )
+    from ganrun.build import resolve_device
+
+    resolve_device(cfg.device)
     settings = Settings.from_config(cfg)
     settings.check()
     if cfg.truncation is not None and not cfg.truncation > 0:

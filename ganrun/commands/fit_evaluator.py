@@ -67,12 +67,23 @@ def check(cfg: DictConfig) -> None:
     for key in ("epochs", "batch_size", "width", "feature_dim"):
         if cfg[key] < 1:
             raise ConfigError(f"{key} must be >= 1, got {cfg[key]}")
+    if not cfg.lr > 0 or cfg.lr == float("inf"):
+        raise ConfigError(f"lr must be a learning rate > 0, e.g. lr=0.003; got {cfg.lr}")
+    from ganrun.build import check_targets, resolve_device
+
+    resolve_device(cfg.device)
+    check_targets(cfg, ("dataset",))  # dataset.<key> against its class's signature
     if not 0 <= cfg.min_accuracy <= 1:
         raise ConfigError(f"min_accuracy must be in [0, 1], got {cfg.min_accuracy}")
     if cfg.out is not None and not str(cfg.out).endswith(".pt"):
         raise ConfigError(f"out={cfg.out} should name a .pt file")
     train, _ = _sources(cfg)
     train.check()
+    if cfg.batch_size > len(train):
+        raise ConfigError(
+            f"batch_size={cfg.batch_size} is larger than the dataset ({len(train)} images); "
+            f"use batch_size <= {len(train)}"
+        )
 
 
 def fit(cfg: DictConfig, dataset_name: str | None = None) -> Path:

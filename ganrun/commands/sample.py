@@ -11,6 +11,7 @@ k); ``traverse=true code=i`` varies one latent code of an InfoGAN per row.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import hydra
@@ -98,6 +99,76 @@ def check_code_modes(cfg: DictConfig) -> None:
         raise ConfigError("code=... picks the code to vary with traverse=true; add traverse=true")
 
 
+# ganrun sample holds all n images (float32) in memory at once and draws one picture
+# of them: beyond this, a grid is unreadable and memory runs out (n=1e9 asked for 64 GB)
+MAX_SAMPLES = 10_000
+MAX_SAMPLE_BYTES = 2**30
+
+
+def max_samples(data_shape=None) -> int:
+    """The largest n that ``ganrun sample`` draws for data of ``data_shape``."""
+    per_image = 4 * math.prod(int(d) for d in data_shape) if data_shape else 1
+    return max(1, min(MAX_SAMPLES, MAX_SAMPLE_BYTES // per_image))
+
+
+def check_count(cfg: DictConfig, data_shape=None) -> None:
+    limit = max_samples(data_shape)
+    for key in ("steps", "mixing_columns", "mixing_rows"):  # a row's or a column's length
+        if cfg[key] > limit:
+            raise ConfigError(f"{key}={cfg[key]} is too large: at most {limit} per picture")
+    if cfg.mixing and (cfg.mixing_columns + 1) * (3 * cfg.mixing_rows + 1) > limit:
+        raise ConfigError(
+            f"mixing_columns={cfg.mixing_columns} and mixing_rows={cfg.mixing_rows} make a "
+            f"grid of more than {limit} images; lower them"
+        )
+    if cfg.n > limit:
+        shape = "x".join(str(int(d)) for d in data_shape) if data_shape else ""
+        raise ConfigError(
+            f"n={cfg.n} is more than ganrun sample draws at once: at most n={limit}"
+            + (f" for {shape} samples" if shape else "")
+            + ", held in memory together (it refuses rather than generating in chunks); "
+            "for more images run it again with another seed= and out=, or score many "
+            "samples with ganrun eval"
+        )
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """The settings of ganrun sample that need no checkpoint (preflight and sample())."""
+    if cfg.n < 1 or cfg.nrow < 1:
+        raise ConfigError(f"n and nrow must be >= 1, got n={cfg.n}, nrow={cfg.nrow}")
+    check_count(cfg)
+    if cfg.per_image and cfg.interpolate:
+        raise ConfigError("choose one of per_image=true and interpolate=true")
+    if cfg.interpolate and cfg.steps < 2:
+        raise ConfigError(f"steps must be >= 2 for an interpolation, got {cfg.steps}")
+    if cfg.truncation is not None and not cfg.truncation > 0:
+        raise ConfigError(f"truncation must be a threshold > 0 (or null), got {cfg.truncation}")
+    if cfg.class_idx is not None and cfg.class_idx < 0:
+        raise ConfigError(f"class_idx must be a class index >= 0 (or null), got {cfg.class_idx}")
+    if cfg.out and not cfg.per_image and Path(str(cfg.out)).suffix.lower() not in (
+        ".png", ".jpg", ".jpeg",
+    ):  # fmt: skip
+        raise ConfigError(f"out={cfg.out} should name a .png (or .jpg) file")
+    check_code_modes(cfg)
+    check_mixing_mode(cfg)
+    rejection = RejectionSettings.from_config(cfg.rejection)
+    rejection.check()
+    if rejection.enabled and (cfg.interpolate or cfg.traverse or cfg.mixing):
+        raise ConfigError(
+            "rejection.method works on plain grids of samples; drop interpolate / traverse / mixing"
+        )
+    resolve_device(cfg.device)
+
+
+def check(cfg: DictConfig) -> None:
+    """Preflight of ganrun sample: the settings, then the checkpoint (readable, finite,
+    and n within what its data shape allows), before Hydra makes a run dir."""
+    check_settings(cfg)
+    path, state = ckpt.load(cfg.ckpt)
+    refuse_nonfinite(path, state, [generator_key(state, cfg.use_ema)])
+    check_count(cfg, (state.get("data") or {}).get("shape"))
+
+
 def check_model_modes(cfg: DictConfig, G) -> None:
     """class_idx / traverse against what the loaded generator can do."""
     nc = getattr(G, "num_classes", 0)
@@ -178,25 +249,14 @@ def mixing_grid(G, cfg: DictConfig, gen, device) -> tuple[torch.Tensor, int]:
 
 
 def sample(cfg: DictConfig, default_out: Path) -> list[Path]:
-    if cfg.n < 1 or cfg.nrow < 1:
-        raise ConfigError(f"n and nrow must be >= 1, got n={cfg.n}, nrow={cfg.nrow}")
-    if cfg.per_image and cfg.interpolate:
-        raise ConfigError("choose one of per_image=true and interpolate=true")
-    if cfg.interpolate and cfg.steps < 2:
-        raise ConfigError(f"steps must be >= 2 for an interpolation, got {cfg.steps}")
-    check_code_modes(cfg)
-    check_mixing_mode(cfg)
+    check_settings(cfg)
     rejection = RejectionSettings.from_config(cfg.rejection)
-    rejection.check()
-    if rejection.enabled and (cfg.interpolate or cfg.traverse or cfg.mixing):
-        raise ConfigError(
-            "rejection.method works on plain grids of samples; drop interpolate / traverse / mixing"
-        )
     if cfg.out:  # before any work: a read-only place, or a file where a folder should be
         fsio.check_writable(cfg.out, OUT_ELSEWHERE, folder=bool(cfg.per_image))
     device = resolve_device(cfg.device)
     path, G, train_cfg, state = load_generator_with_path(cfg.ckpt, device, use_ema=cfg.use_ema)
     check_model_modes(cfg, G)
+    check_count(cfg, state["data"]["shape"])
     gen = torch.Generator().manual_seed(int(cfg.seed))
     torch.manual_seed(int(cfg.seed))  # for noise drawn inside G (StyleGAN's per-pixel noise)
     trunc, g_kwargs = truncation_args(G, cfg.truncation)  # in z, or in W (StyleGAN)
