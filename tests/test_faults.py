@@ -14,9 +14,7 @@ How each fault is made:
 | EEXIST  | a regular file where ganrun creates a folder (``eval/``, ``per_image``)      |
 
 Tests that need root, mount(8) or setpriv(1) skip with the reason when they are
-missing. A test marked ``xfail(strict=True)`` needs a change outside the files
-of this change (named in its reason); it starts failing, as a reminder to drop
-the marker, once that change is in.
+missing.
 """
 
 from __future__ import annotations
@@ -259,11 +257,6 @@ def test_progress_picture_on_a_full_disk(tmp_path, mount, capsys, monkeypatch):
     loads(run, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs Trainer.write_picture (ganrun/training/loop.py) to write with "
-    "fsio.write_image; today PIL leaves an empty picture under its final name",
-)
 def test_progress_picture_on_a_full_disk_leaves_no_partial_picture(
     tmp_path, mount, capsys, monkeypatch
 ):

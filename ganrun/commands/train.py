@@ -25,7 +25,13 @@ from ganrun.errors import CheckpointError, DivergenceError, GanrunError, Stopped
 from ganrun.metrics.hook import make_evaluator, sweep_score, sweep_value
 from ganrun.paths import conf_dir, config_groups
 from ganrun.signals import STOP, Interrupted, signal_name
-from ganrun.training.rundir import RunDirLock, RunStatus, auto_resume, check_writable
+from ganrun.training.rundir import (
+    RunDirLock,
+    RunStatus,
+    auto_resume,
+    check_writable,
+    read_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,23 +128,26 @@ def train(
             check_writable(run_dir / ckpt.CKPT_DIR, "checkpoints")
             cfg, state, source, choices = _claim(cfg, run_dir, choices, task_overrides)
             status = RunStatus(run_dir, int(cfg.trainer.steps))
-            status.write("running", int(state["step"]) if state else 0)
+            # A run dir's status changes only for a start that succeeded (a resume=...
+            # with a mismatching model leaves the run's "finished" as it was); a fresh
+            # dir gets one at once, so that even a failed start there says why.
+            owned = read_status(run_dir) is None
+            if owned:
+                status.write("running", int(state["step"]) if state else 0)
             try:
                 trainer = _trainer(cfg, run_dir, choices, state, source)
+                status.write("running", trainer.step)
+                owned = True
                 result = trainer.run()
                 if trainer.stopped_by is not None:
                     raise Interrupted(trainer.stopped_by)
-            except Interrupted as e:
-                stopped = Stopped(_stopped_message(e.signum, trainer, run_dir))
-                _record(status, trainer, "stopped", stopped)
-                raise stopped from None
-            except DivergenceError as e:
-                _record(status, trainer, "diverged", e)
-                raise
-            except BaseException as e:  # a second Ctrl-C, or a bug
-                _record(
-                    status, trainer, "stopped" if isinstance(e, KeyboardInterrupt) else "failed", e
-                )
+            except BaseException as e:
+                if isinstance(e, Interrupted):
+                    e = Stopped(_stopped_message(e.signum, trainer, run_dir))
+                if owned:
+                    _record(status, trainer, e)
+                if isinstance(e, Stopped):
+                    raise e from None
                 raise
             _summary(trainer, run_dir)
             value, why = sweep_value(cfg, run_dir)
@@ -189,18 +198,17 @@ def _summary(trainer, run_dir: Path) -> None:
     log.info("\n".join(lines))
 
 
-def _record(status: RunStatus, trainer, what: str, e: BaseException) -> None:
+def _record(status: RunStatus, trainer, e: BaseException) -> None:
+    """status.json for a run that ended with ``e``."""
     step = trainer.step if trainer is not None else 0
     if isinstance(e, GanrunError):
-        message, code = str(e), e.exit_status
-    elif isinstance(e, KeyboardInterrupt):
-        message, code = "interrupted (a second Ctrl-C)", 130
-    else:
-        message, code = (
-            f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}",
-            1,
-        )
-    status.write(what, step, message=message, exit_status=code)
+        what = {Stopped: "stopped", DivergenceError: "diverged"}.get(type(e), "failed")
+        status.write(what, step, message=str(e), exit_status=e.exit_status)
+    elif isinstance(e, KeyboardInterrupt):  # a second Ctrl-C
+        status.write("stopped", step, message="interrupted (a second Ctrl-C)", exit_status=130)
+    else:  # a bug: the traceback follows on the terminal
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        status.write("failed", step, message=f"{type(e).__name__}: {first}", exit_status=1)
 
 
 def _claim(cfg, run_dir: Path, choices, task_overrides):

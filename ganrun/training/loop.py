@@ -20,11 +20,10 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torchvision.utils import save_image
 
 import ganrun
 from ganrun import checkpoint as ckpt
-from ganrun import viz
+from ganrun import fsio, viz
 from ganrun.build import Built
 from ganrun.errors import CheckpointError, DivergenceError
 from ganrun.models.base import count_parameters
@@ -286,8 +285,7 @@ class Trainer:
         img = self.render()
         self.writer.image("samples/fixed_z", img, self.step)
         path = self.run_dir / "samples" / f"step-{self.step:08d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(img, path)
+        fsio.write_image(img, path, fsio.RUN_DIR_ELSEWHERE)  # atomic; one line on a full disk
         return path
 
     # ------------------------------------------------------------------ loop
