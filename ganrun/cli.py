@@ -109,11 +109,38 @@ def _unknown_key_message(job: list[str], command: str) -> str | None:
             continue
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(base, parent, throw_on_missing=False) if parent else base
-        if isinstance(node, DictConfig) and leaf not in node:
+        # keys(), not `in`: `in` is False for a key whose value is missing (ckpt=???)
+        if isinstance(node, DictConfig) and leaf not in node.keys():
             valid = ", ".join(str(k) for k in node.keys() if not str(k).startswith("_"))
             where = f"of {parent}" if parent else f"of ganrun {command}"
             return f"{key} is not a setting {where}; valid: {valid}"
     return None
+
+
+def _parse_message(e: BaseException, raw: Sequence[str]) -> str:
+    """'cannot parse <override>: <why>; <how to write it>', naming the one that fails."""
+    import re
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    bad = None
+    for text in raw:
+        try:
+            parser.parse_overrides([text])
+        except Exception as one:
+            bad, e = text, one
+            break
+    why = _one_line(e).removesuffix(": None")
+    char = re.search(r"token recognition error at: '(.*?)'", why)
+    if char:
+        why = f"unexpected character {char.group(1)!r}"
+    why = re.sub(r"^Error parsing override '.*?': ", "", why)
+    what = f"cannot parse {bad!r}" if bad is not None else "cannot parse the overrides"
+    return (
+        f"{what}: {why}; write key=value, and quote a value with spaces or special "
+        "characters: key='a b'"
+    )
 
 
 def _fail(message: str) -> None:
@@ -142,6 +169,36 @@ def _check_group_choices(overrides) -> None:
                     _fail(f"{key}={item} is not an option; choose from: {', '.join(options)}")
 
 
+def _check_single_choices(overrides, command: str) -> None:
+    """A list for a group that takes one option (model=[dcgan,vanilla] merged both
+    recipes, and the error then blamed a parameter of one of them). The groups that
+    take several are those whose default in the command's config file is a list."""
+    from omegaconf import OmegaConf
+
+    from ganrun.paths import conf_dir, config_groups
+
+    groups = set(config_groups())
+    try:
+        top = OmegaConf.load(Path(conf_dir()) / f"{CONFIG_NAMES[command]}.yaml")
+        several = {
+            str(k)
+            for entry in top.get("defaults", [])
+            if OmegaConf.is_dict(entry)
+            for k, v in entry.items()
+            if OmegaConf.is_list(v)
+        }
+    except Exception:  # a config file Hydra will judge
+        return
+    for ov in overrides:
+        key = ov.key_or_group
+        if key in groups and key not in several and not ov.is_delete():
+            if isinstance(ov.value(), list):
+                _fail(
+                    f"{key} takes one option, not a list: {key}=<option> "
+                    f"(several at once: ganrun {command} -m {key}=a,b runs one job each)"
+                )
+
+
 def _expand(overrides, raw: Sequence[str]) -> list[list[str]] | None:
     """Single-run override lists for every job of a basic sweep (None if a
     sweep is not a plain list of choices, e.g. Optuna's interval())."""
@@ -162,17 +219,66 @@ def _expand(overrides, raw: Sequence[str]) -> list[list[str]] | None:
     return jobs or [[]]
 
 
-def _compose(config_name: str, overrides: list[str]):
+def _compose(config_name: str, overrides: list[str], with_hydra: bool = False):
     from hydra import compose, initialize_config_dir
 
+    from ganrun.config import register_configs
     from ganrun.paths import conf_dir
 
+    register_configs()  # the schemas, also for a preflight called on its own (tests)
     config_name = CONFIG_NAMES.get(config_name, config_name)
 
     with initialize_config_dir(
         config_dir=str(conf_dir()), version_base="1.3", job_name=config_name
     ):
-        return compose(config_name=config_name, overrides=overrides)
+        return compose(config_name=config_name, overrides=overrides, return_hydra_config=with_hydra)
+
+
+def _base(job: list[str], command: str):
+    """The config composed with the job's group choices only: the schema and defaults
+    that a message about a wrong value quotes (None if even that does not compose)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from ganrun.paths import config_groups
+
+    groups = set(config_groups())
+    parsed = OverridesParser.create().parse_overrides(job)
+    keep = [t for ov, t in zip(parsed, job) if ov.key_or_group in groups and not ov.is_delete()]
+    try:
+        return _compose(command, keep)
+    except Exception:
+        return None
+
+
+# the overrides that say where Hydra's run dir goes, composed with each job
+_DIR_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "hydra.output_subdir")
+
+
+def _run_dir(cfg, multirun: bool, given: dict[str, str], sources: dict[str, str], command):
+    """Where Hydra will make its run dir (or sweep dir), resolved now, and whether it
+    writes into it: (folder, label, remedy, written), or None where only Hydra's
+    runtime can resolve it."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ganrun.cli_checks import interpolation_message
+
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        folder = OmegaConf.select(cfg, key)
+        written = multirun or OmegaConf.select(cfg, "hydra.output_subdir") is not None
+    except OmegaConfBaseException as e:
+        if "${hydra:" in given.get(key, ""):
+            return None  # e.g. ${hydra:job.num}: Hydra's runtime fills it in
+        raise GanrunError(interpolation_message(e, None, given)) from None
+    label = sources.get(key) or f"the {'sweep' if multirun else 'run'} dir {folder}"
+    if key not in sources and command == "train":
+        remedy = "run from a folder you can write to, or choose one with " + key + "=<dir>"
+    elif sources.get(key, "").startswith("out="):
+        remedy = "choose another out=..."
+    else:
+        remedy = f"choose another with {key}=<dir>"
+    return str(folder), label, remedy, written
 
 
 def preflight(command: str, args: list[str]) -> list[str]:
@@ -186,8 +292,9 @@ def preflight(command: str, args: list[str]) -> list[str]:
     try:
         parsed = OverridesParser.create().parse_overrides(raw)
     except Exception as e:  # OverrideParseException
-        _fail(f"cannot parse the overrides: {_one_line(e).removesuffix(': None')}")
+        _fail(_parse_message(e, raw))
     _check_group_choices(parsed)
+    _check_single_choices(parsed, command)
 
     user = [(ov, text) for ov, text in zip(parsed, raw) if not ov.key_or_group.startswith("hydra")]
     parsed_user, raw_user = [u[0] for u in user], [u[1] for u in user]
@@ -196,13 +303,45 @@ def preflight(command: str, args: list[str]) -> list[str]:
     if command == "sample":
         args = _sample_run_dir(args, parsed)
 
+    from omegaconf import OmegaConf, open_dict
+
+    from ganrun import cli_checks
+    from ganrun.paths import config_groups
+
+    groups = set(config_groups())
+    final = [a for a in args if not a.startswith("-")]
+    dir_overrides = [a for a in final if a.split("=", 1)[0].lstrip("+") in _DIR_KEYS]
+    # what the user wrote for each place (a message names it), before resume= or
+    # sample's out= filled in a run dir
+    sources = {ov.key_or_group: text for ov, text in zip(parsed, raw) if text in dir_overrides}
+    out = next((t for ov, t in zip(parsed, raw) if ov.key_or_group == "out"), None)
+    if command == "sample" and "hydra.run.dir" not in sources and out:
+        sources["hydra.run.dir"] = out
+    elif command == "train" and "hydra.run.dir" not in sources:
+        resume = next((t for ov, t in zip(parsed, raw) if ov.key_or_group == "resume"), None)
+        if resume and any(a.startswith("hydra.run.dir=") for a in dir_overrides):
+            sources["hydra.run.dir"] = f"the run dir of {resume}"
+    run_dir = None
     jobs = _expand(parsed_user, raw_user) if multirun else [raw_user]
     for job in jobs or []:
         try:
-            cfg = _compose(command, job)
+            cfg = _compose(command, job + dir_overrides, with_hydra=True)
         except Exception as e:
-            _fail(_unknown_key_message(job, command) or _one_line(e))
-        from omegaconf import OmegaConf
+            _fail(
+                _unknown_key_message(job, command)
+                or cli_checks.composition_message(e, lambda j=job: _base(j, command), command)
+                or _one_line(e)
+            )
+        given = {t.split("=", 1)[0].lstrip("+~"): t.split("=", 1)[-1] for t in job + dir_overrides}
+        try:
+            run_dir = _run_dir(cfg, multirun, given, sources, command)
+            with open_dict(cfg):
+                del cfg["hydra"]
+            job_parsed = OverridesParser.create().parse_overrides(job)
+            cli_checks.check_keys(cfg, job_parsed, groups, command)
+            cli_checks.check_resolves(cfg, lambda j=job: _base(j, command), given)
+        except GanrunError as e:
+            _fail(str(e))
 
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:
@@ -221,15 +360,13 @@ def preflight(command: str, args: list[str]) -> list[str]:
                     from ganrun.training.rundir import preflight as run_dir_preflight
 
                     run_dir_preflight(list(args))
-            elif command in ("eval", "fit-evaluator"):
+            elif command in ("eval", "fit-evaluator", "sample"):
                 importlib.import_module(COMMANDS[command][0]).check(cfg)
-            elif command == "sample":
-                from ganrun import checkpoint as ckpt
-                from ganrun.commands.sample import generator_key
-                from ganrun.training.guard import refuse_nonfinite
-
-                path, state = ckpt.load(cfg.ckpt)
-                refuse_nonfinite(path, state, [generator_key(state, cfg.use_ema)])
+        except GanrunError as e:
+            _fail(str(e))
+    if run_dir is not None:  # last: the config is right, only the place is not
+        try:
+            cli_checks.check_run_dir(*run_dir)
         except GanrunError as e:
             _fail(str(e))
     return args
