@@ -183,7 +183,8 @@ class OptunaSweeper:
             seed = int(seed) + n_before
         kwargs = {k: v for k, v in cfg.items() if v is not None}
         try:
-            if name == "random":
+            if name == "random":  # TPE's settings do not apply to it
+                kwargs.pop("n_startup_trials", None)
                 return optuna.samplers.RandomSampler(seed=seed, **kwargs)
             return optuna.samplers.TPESampler(seed=seed, **kwargs)
         except TypeError as e:
@@ -203,8 +204,19 @@ class OptunaSweeper:
         journal = sweep_dir / STUDY_FILE
         storage = JournalStorage(JournalFileBackend(str(journal)))
         name = self.study_name or "ganrun"
-        existing = {s.study_name: s for s in storage.get_all_studies()}
-        n_before = len(existing[name].trials) if name in existing else 0
+        existing = {s.study_name: s._study_id for s in storage.get_all_studies()}
+        n_before = 0
+        if name in existing:  # this search's study, or another's?
+            n_before = len(storage.get_all_trials(existing[name], deepcopy=False))
+            stored = storage.get_study_user_attrs(existing[name]).get("ganrun_search")
+            if stored is not None and stored != identity:
+                what = next(k for k in identity if stored.get(k) != identity[k])
+                _fail(
+                    f"{sweep_dir} holds the study of another search "
+                    f"({_difference(what, stored, identity)}); rerun that search's command to "
+                    f"continue it, or start this one in a fresh dir (hydra.sweep.dir=<new dir>) "
+                    f"or delete {journal}"
+                )
         study = optuna.create_study(
             study_name=name,
             storage=storage,
@@ -212,16 +224,8 @@ class OptunaSweeper:
             direction=direction,
             load_if_exists=True,
         )
-        stored = study.user_attrs.get("ganrun_search")
-        if stored is None:
+        if "ganrun_search" not in study.user_attrs:
             study.set_user_attr("ganrun_search", identity)
-        elif stored != identity:
-            what = next(k for k in identity if stored.get(k) != identity[k])
-            _fail(
-                f"{sweep_dir} holds the study of another search ({_difference(what, stored, identity)}); "
-                f"rerun that search's command to continue it, or start this one in a fresh dir "
-                f"(hydra.sweep.dir=<new dir>) or delete {journal}"
-            )
         done = sum(t.state in FINISHED for t in study.trials)
         stale = sum(t.state == TrialState.RUNNING for t in study.trials)
         if study.trials:

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import submitit  # noqa: F401  (the extra: imported here so a missing one gives one line)
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher as _plugin
@@ -75,14 +76,12 @@ class _Ganrun:
         return None  # SLURM: one CPU per task unless cpus_per_task says otherwise
 
     # ------------------------------------------------------------ submitting side
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
-        import submitit
+    def executor(self):
+        """The submitit executor with this launcher's parameters (its sbatch script:
+        ``executor._executor._make_submission_file_text(command, uid)``)."""
 
-        assert self.config is not None
-        jobs = with_threads(self.config, job_overrides, self.threads(len(job_overrides)))
         params = dict(self.params)
-        folder = params.pop("submitit_folder")
-        init = {"folder": folder}
+        init = {"folder": params.pop("submitit_folder")}
         if "max_num_timeout" in params:
             init[f"{self._EXECUTOR}_max_num_timeout"] = params.pop("max_num_timeout")
         executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init)
@@ -90,6 +89,12 @@ class _Ganrun:
         executor.update_parameters(
             **{k if k in shared else f"{self._EXECUTOR}_{k}": v for k, v in params.items()}
         )
+        return executor
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
+        assert self.config is not None
+        jobs = with_threads(self.config, job_overrides, self.threads(len(job_overrides)))
+        executor = self.executor()
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if "mode" in self.config.hydra.sweep:
@@ -106,7 +111,6 @@ class _Ganrun:
 
     # ------------------------------------------------------------ the job's side
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
-        import submitit
 
         from ganrun.errors import Stopped
         from ganrun.signals import STOP, Interrupted
