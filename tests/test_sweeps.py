@@ -461,3 +461,45 @@ def test_the_wheel_ships_the_plugin_shim_as_top_level_hydra_plugins(tmp_path):
     where, sweepers = r.stdout.splitlines()
     assert Path(where).is_relative_to(site)
     assert "hydra_plugins.ganrun_sweepers.OptunaSweeper" in sweepers.split()
+
+
+@pytest.mark.slow  # ~40 s: four submitit job processes
+def test_a_trial_stopped_by_sigterm_without_requeue_stays_running_and_is_continued(tmp_path):
+    """SIGTERM (a cluster's scancel, or preemption without --signal) to one trial's job:
+    it checkpoints and exits 75, submitit does not requeue it, the search goes on and
+    leaves that trial RUNNING (not FAIL, not a result); the same command continues it."""
+    sweep = tmp_path / "search"
+    args = [
+        "-m",
+        *SEARCH,
+        "hydra/launcher=submitit_local",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=1",
+        "trainer.steps=400",
+        "trainer.checkpoint_every=25",
+        "trainer.log_every=100",
+        "eval.every=200",
+    ]
+    proc = subprocess.Popen(
+        [*GANRUN, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(lambda: has_checkpoint(sweep / "0"), 180, "trial 0's first checkpoint", proc)
+        os.kill(status(sweep / "0")["pid"], signal.SIGTERM)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    first = trials(sweep)
+    assert [(t["number"], t["state"]) for t in first] == [(0, "RUNNING"), (1, "COMPLETE")]
+    assert first[0]["status"] == "stopped" and "SIGTERM" in first[0]["message"]
+    assert "1 stopped: rerun the same command" in out
+
+    r = ganrun(args, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    done = trials(sweep)
+    assert [(t["number"], t["state"]) for t in done] == [(0, "COMPLETE"), (1, "COMPLETE")]
+    assert "auto-resume" in (sweep / "0" / "train.log").read_text()
+    assert status(sweep / "0")["status"] == "finished"

@@ -291,6 +291,22 @@ class OptunaSweeper:
 
         run_dir = _job_dir(ret, sweep_dir, number)
         status = read_status(run_dir) or {}
+        if status.get("status") == "stopped" and ret.status != JobStatus.COMPLETED:
+            # stopped by a signal with a checkpoint (e.g. SIGTERM on a cluster, not
+            # requeued): not a result and not a failure. The trial stays RUNNING, and the
+            # next run of the same command continues it in its dir.
+            trial_id = study._storage.get_trial_id_from_study_id_trial_number(
+                study._study_id, number
+            )
+            for k, v in (("message", status.get("message")), ("status", "stopped")):
+                if v is not None:
+                    study._storage.set_trial_user_attr(trial_id, k, v)
+            log.warning(
+                "trial %d was stopped (%s): rerun the same command to continue it",
+                number,
+                status.get("message"),
+            )
+            return
         value, message = None, None
         if ret.status == JobStatus.COMPLETED:
             value = ret.return_value
@@ -469,6 +485,10 @@ def _print_best(study, sweep_dir: Path, metric: str, direction: str) -> None:
     summary = (
         f"{states.count(TrialState.COMPLETE)} complete, {states.count(TrialState.FAIL)} failed"
     )
+    if TrialState.RUNNING in states:
+        summary += (
+            f", {states.count(TrialState.RUNNING)} stopped: rerun the same command to finish them"
+        )
     if best is None:
         print(
             f"ganrun: no trial of the search finished with a {metric} ({summary}); see {sweep_dir / TRIALS_FILE}"
