@@ -209,6 +209,7 @@ def test_losses_are_finite_and_returned(tmp_path):
         tmp_path, tiny_overrides("dcgan", "mnist_embedded", "logger.tensorboard=false")
     )
     assert {"loss/d", "loss/g"} <= set(result)
+    assert result.pop("sweep/value") is None  # no evaluation: nothing for a sweeper
     assert all(torch.isfinite(torch.tensor(v)) for v in result.values())
 
 
