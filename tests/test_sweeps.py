@@ -503,3 +503,47 @@ def test_a_trial_stopped_by_sigterm_without_requeue_stays_running_and_is_continu
     assert [(t["number"], t["state"]) for t in done] == [(0, "COMPLETE"), (1, "COMPLETE")]
     assert "auto-resume" in (sweep / "0" / "train.log").read_text()
     assert status(sweep / "0")["status"] == "finished"
+
+
+def test_a_joblib_search_stopped_by_sigterm_exits_75_and_continues(tmp_path):
+    """SIGTERM to the sweep process while two trials train in joblib workers: exit 75
+    with the search's own line (joblib ends its workers at once); the same command
+    continues both trials from their last checkpoints and completes the study."""
+    sweep = tmp_path / "search"
+    args = [
+        "-m",
+        *SEARCH,
+        "hydra/launcher=joblib",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.n_jobs=2",
+        "trainer.steps=400",
+        "trainer.checkpoint_every=25",
+        "trainer.log_every=100",
+        "eval.every=200",
+    ]
+    proc = subprocess.Popen(
+        [*GANRUN, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(
+            lambda: has_checkpoint(sweep / "0") and has_checkpoint(sweep / "1"),
+            180,
+            "both trials' first checkpoints",
+            proc,
+        )
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 75, err[-3000:]
+    assert "rerun the same command to continue the study" in err
+    assert "nothing was trained" not in err
+    assert [t["state"] for t in trials(sweep)] == ["RUNNING", "RUNNING"]
+
+    r = ganrun(args, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [t["state"] for t in trials(sweep)] == ["COMPLETE"] * 3
+    for job in ("0", "1"):
+        assert "auto-resume" in (sweep / job / "train.log").read_text()

@@ -36,7 +36,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.distributions import distribution_to_json
 from optuna.trial import FrozenTrial, TrialState
 
-from ganrun.errors import GanrunError
+from ganrun.errors import GanrunError, Stopped
+from ganrun.signals import Interrupted
 from ganrun.sweepers import space as search_space
 from ganrun.sweepers.results import STUDY_FILE, print_best, write_files
 
@@ -118,7 +119,7 @@ class OptunaSweeper:
             write_files(study, sweep_dir, metric, direction)
             print_best(study, sweep_dir, metric, direction)
             return returns
-        except BaseException:
+        except BaseException as e:
             # interrupted (a stop signal: exit 75) or a crash: keep what is known; the
             # trial(s) still RUNNING are run again by the next run of the same command
             if "study" in locals():
@@ -128,6 +129,10 @@ class OptunaSweeper:
                     f"in {sweep_dir}",
                     file=sys.stderr,
                 )
+            if isinstance(e, Interrupted):  # a signal to this process, outside any job's loop
+                # (jobs in worker processes): the status schedulers look for, and not the
+                # single run's "nothing was trained" line
+                raise SystemExit(Stopped.exit_status) from None
             raise
         finally:
             lock.release()
