@@ -505,6 +505,7 @@ def test_a_trial_stopped_by_sigterm_without_requeue_stays_running_and_is_continu
     assert status(sweep / "0")["status"] == "finished"
 
 
+@pytest.mark.slow  # 20-40 s here: two sweeps with joblib workers
 def test_a_joblib_search_stopped_by_sigterm_exits_75_and_continues(tmp_path):
     """SIGTERM to the sweep process while two trials train in joblib workers: exit 75
     with the search's own line (joblib ends its workers at once); the same command
@@ -547,3 +548,19 @@ def test_a_joblib_search_stopped_by_sigterm_exits_75_and_continues(tmp_path):
     assert [t["state"] for t in trials(sweep)] == ["COMPLETE"] * 3
     for job in ("0", "1"):
         assert "auto-resume" in (sweep / job / "train.log").read_text()
+
+
+def test_a_misspelt_search_key_or_no_score_is_one_line_before_any_trial(tmp_path):
+    sweep = tmp_path / "s"
+    base = ["-m", "hydra/sweeper=ganrun_optuna", f"hydra.sweep.dir={sweep}"]
+    for args, fragment in (
+        (
+            [*RING, "optimizer.lr_dd=interval(1e-5,1e-3)"],
+            "the search space does not compose (optimizer.lr_dd=1e-05)",
+        ),
+        (["optimizer.lr_d=interval(1e-5,1e-3)"], "an Optuna search needs a score to optimize"),
+    ):
+        r = ganrun([*base, *args], tmp_path)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr[-2000:]
+        assert r.stderr.startswith(f"ganrun: error: {fragment}"), r.stderr
+        assert not sweep.exists()

@@ -159,9 +159,7 @@ class OptunaSweeper:
         try:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, fixed + point)
         except Exception as e:
-            from ganrun.cli import _one_line
-
-            _fail(f"the search space does not compose ({' '.join(point)}): {_one_line(e)}")
+            _fail(f"the search space does not compose ({' '.join(point)}): {_lines(e)}")
         if "trainer" in cfg:  # ganrun train: its own checks, as the preflight runs them
             from ganrun.build import validate
 
@@ -369,6 +367,17 @@ def _job_dir(ret, sweep_dir: Path, number: int) -> Path:
         return Path(str(ret.hydra_cfg.hydra.runtime.output_dir))
     except Exception:
         return sweep_dir / str(number)
+
+
+def _lines(e: BaseException | None) -> str:
+    """The first line of an exception and of its causes (Hydra puts the reason there)."""
+    parts: list[str] = []
+    while e is not None and len(parts) < 3:
+        line = _first_line(e).rstrip(".")
+        if line and line not in parts:
+            parts.append(line)
+        e = e.__cause__ or e.__context__
+    return ": ".join(parts)
 
 
 def _first_line(e: BaseException) -> str:
