@@ -265,10 +265,15 @@ def test_optuna_search_interrupted_and_continued_by_the_same_command(tmp_path):
     assert best["params"] == done[best["number"]]["params"]
 
     # the same sweep dir with another search (a fixed setting changed) is refused
+    before = {p.name: p.read_bytes() for p in sweep.iterdir() if p.is_file()}
     other = ganrun([*args, "model.width=32"], tmp_path)
     assert other.returncode == 2 and other.stderr.count("\n") == 1, other.stderr
     assert "holds the study of another search" in other.stderr
     assert "model.width=32 now" in other.stderr
+    after = {p.name: p.read_bytes() for p in sweep.iterdir() if p.is_file()}
+    assert after.keys() == before.keys()
+    for name in ("multirun.yaml", "best.yaml", "trials.jsonl", "optuna.journal"):
+        assert after[name] == before[name], f"{name} changed by a refused rerun"
 
 
 def test_a_trial_that_diverges_is_fail_with_its_line_and_never_best(tmp_path):

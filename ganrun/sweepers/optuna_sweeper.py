@@ -113,8 +113,9 @@ class OptunaSweeper:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         lock = _lock(sweep_dir)
         try:
-            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
             study = self._study(sweep_dir, fixed, params, metric, direction)
+            # after _study: a refused rerun (another search's study) changes nothing
+            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
             returns = self._run(study, sweep_dir, fixed, params)
             write_files(study, sweep_dir, metric, direction)
             print_best(study, sweep_dir, metric, direction)
