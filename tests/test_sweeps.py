@@ -264,6 +264,11 @@ def test_optuna_search_interrupted_and_continued_by_the_same_command(tmp_path):
     assert best["command"] in r.stdout, "the best trial is printed as a command line"
     assert best["params"] == done[best["number"]]["params"]
 
+    # how a trial runs may change (threads, logging): the same study, nothing to do
+    again = ganrun([*args, "trainer.threads=2", "trainer.log_every=7"], tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert trials(sweep) == done
+
     # the same sweep dir with another search (a fixed setting changed) is refused
     before = {p.name: p.read_bytes() for p in sweep.iterdir() if p.is_file()}
     other = ganrun([*args, "model.width=32"], tmp_path)

@@ -45,6 +45,20 @@ log = logging.getLogger(__name__)
 
 SAMPLERS = ("tpe", "random")
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+# Fixed overrides that say how a trial runs, not what it computes: a continued study
+# may change them (another machine, more threads, quieter logs) and stays the same
+# search. trainer.steps and the eval settings are not among them: they change the score.
+HOW_IT_RUNS = (
+    "trainer.threads",
+    "trainer.device",
+    "trainer.num_workers",
+    "trainer.progress",
+    "trainer.log_every",
+    "trainer.image_every",
+    "trainer.checkpoint_every",
+    "trainer.keep_checkpoints",
+    "logger",
+)
 
 
 def _fail(message: str) -> None:
@@ -193,7 +207,7 @@ class OptunaSweeper:
         from optuna.storages.journal import JournalFileBackend
 
         identity = {
-            "fixed": sorted(fixed),
+            "fixed": sorted(o for o in fixed if not _how_it_runs(o)),
             "space": {k: distribution_to_json(p.distribution) for k, p in params.items()},
             "metric": metric,
             "reduce": str((self.config.get("sweep") or {}).get("reduce", "best")),
@@ -379,6 +393,11 @@ def _lines(e: BaseException | None) -> str:
             parts.append(line)
         e = e.__cause__ or e.__context__
     return ": ".join(parts)
+
+
+def _how_it_runs(override: str) -> bool:
+    key = override.split("=", 1)[0].lstrip("+~")
+    return any(key == k or key.startswith(k + ".") for k in HOW_IT_RUNS)
 
 
 def _first_line(e: BaseException) -> str:
