@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -131,3 +137,47 @@ def assert_resume_is_exact(tmp_path: Path, overrides: list[str], steps: int, spl
     for part in a["models"]:
         for k, v in a["models"][part].items():
             assert torch.equal(v, b["models"][part][k]), f"{part}.{k}"
+
+
+# --------------------------------------------------------------------------- the CLI
+def ganrun_exe() -> str:
+    """The installed `ganrun` console script of this venv."""
+    exe = shutil.which("ganrun", path=str(Path(sys.executable).parent)) or shutil.which("ganrun")
+    if exe is None:
+        pytest.fail("the `ganrun` console script is not installed (pip install -e .)")
+    return exe
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", **extra}
+
+
+def ganrun(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`ganrun <args>` as a subprocess, output captured."""
+    return subprocess.run(
+        [ganrun_exe(), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        env=cli_env(),
+    )  # fmt: skip
+
+
+def signal_when_training(
+    args: list[str], cwd: Path, sig: int = signal.SIGTERM
+) -> tuple[int, str, str]:
+    """Start `ganrun <args>` (a long run with trainer.log_every=1 and the progress bar
+    off), send ``sig`` once step 3 is logged, and return (exit status, stdout, stderr)."""
+    proc = subprocess.Popen(
+        [ganrun_exe(), *args], cwd=cwd, env=cli_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        seen = []
+        for line in proc.stdout:  # wait until training is under way
+            seen.append(line)
+            if "step 3/" in line or time.time() > deadline:
+                break
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    return proc.returncode, "".join(seen) + out, err

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
+
+from tests.conftest import ganrun, signal_when_training
 
 TINY = [
     "model.width=8",
@@ -20,20 +19,6 @@ TINY = [
     "trainer.progress=false",
     "trainer.num_workers=0",
 ]
-
-
-def ganrun_exe() -> str:
-    exe = shutil.which("ganrun", path=str(Path(sys.executable).parent)) or shutil.which("ganrun")
-    if exe is None:
-        pytest.fail("the `ganrun` console script is not installed (pip install -e .)")
-    return exe
-
-
-def ganrun(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [ganrun_exe(), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
-    )
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -176,38 +161,17 @@ def test_multirun_sweep_runs_all_jobs(tmp_path):
 
 
 def test_sigterm_checkpoints_and_resume_continues(tmp_path):
-    """A preempted job (SIGTERM) writes a checkpoint at the step it reached and exits;
-    `resume=` continues from there."""
-    import signal
-    import time
-
+    """A preempted job (SIGTERM) writes a checkpoint at the step it reached and exits
+    75; `resume=` continues from there."""
     from ganrun import checkpoint as ckpt
 
     run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [
-        ganrun_exe(),
-        "train",
-        *TINY,
-        "trainer.steps=100000",
-        "trainer.checkpoint_every=1000000",
-    ]
+    args = ["train", *TINY, "trainer.steps=100000", "trainer.checkpoint_every=1000000"]
     args += ["trainer.log_every=1", "logger.tensorboard=false", f"hydra.run.dir={run}"]
-    proc = subprocess.Popen(
-        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
-        deadline = time.time() + 120
-        for line in proc.stdout:  # wait until training is under way
-            if "step 3/" in line or time.time() > deadline:
-                break
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 75, out  # Stopped.exit_status: preempted, not finished
-    assert "ganrun: stopped: SIGTERM at step" in out
-    assert "continue with: ganrun train resume=" in out
+    code, _, err = signal_when_training(args, tmp_path)
+    assert code == 75, err  # Stopped.exit_status: preempted, not finished
+    assert "ganrun: stopped: SIGTERM at step" in err
+    assert "continue with: ganrun train resume=" in err
     (step, path), *_ = reversed(ckpt.step_checkpoints(run / "checkpoints"))
     assert 3 <= step < 100000
     r = ganrun("train", f"resume={run}", f"trainer.steps={step + 2}", cwd=tmp_path)

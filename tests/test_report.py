@@ -15,14 +15,13 @@ import re
 import shutil
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import cli_error
+from tests.conftest import cli_error, ganrun
 
 # The ring is shrunk so that a 4-step G (outputs near 0) already lands near several
 # modes: mode counts and reverse KL then differ between seeds and widths.
@@ -35,20 +34,6 @@ SWEEP = [
 ]  # fmt: skip
 SCORES = ["modes", "high_quality", "reverse_kl"]
 FAILED_MESSAGE = "cannot read the dataset folder /nonexistent: no such file or directory"
-
-
-def _exe() -> str:
-    exe = shutil.which("ganrun", path=str(Path(sys.executable).parent)) or shutil.which("ganrun")
-    if exe is None:
-        pytest.fail("the `ganrun` console script is not installed (pip install -e .)")
-    return exe
-
-
-def ganrun(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [_exe(), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
-    )
 
 
 def _hand_made(run: Path, overrides: list[str], status: dict) -> None:

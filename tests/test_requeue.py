@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,17 +22,16 @@ from ganrun.training.rundir import (
     differing_settings,
     read_status,
 )
-from tests.conftest import run_train, tiny_overrides
+from tests.conftest import (
+    cli_env,
+    ganrun,
+    ganrun_exe,
+    run_train,
+    signal_when_training,
+    tiny_overrides,
+)
 
 TINY = tiny_overrides("dcgan", "mnist_embedded", "logger.tensorboard=false")
-
-
-def ganrun_exe() -> str:
-    return str(Path(sys.executable).with_name("ganrun"))
-
-
-def _env():
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def test_rerun_in_the_same_dir_continues_bit_exact(tmp_path, caplog):
@@ -99,11 +97,11 @@ def test_cli_refuses_another_run_before_hydra_writes(tmp_path):
     """The refusal comes from the preflight: the old run's .hydra/ files stay its own."""
     run = tmp_path / "run"
     args = [ganrun_exe(), "train", *TINY, f"hydra.run.dir={run}"]
-    r = subprocess.run(args, cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    r = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     saved = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     r = subprocess.run(
-        [*args, "model.width=16"], cwd=tmp_path, env=_env(), capture_output=True, text=True
+        [*args, "model.width=16"], cwd=tmp_path, env=cli_env(), capture_output=True, text=True
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1 and "model.width=8 there, 16 now" in r.stderr, r.stderr
@@ -146,7 +144,7 @@ def test_resume_while_the_original_runs_is_refused(tmp_path):
     run = tmp_path / "run"
     args = [ganrun_exe(), "train", *TINY, "trainer.steps=100000", "trainer.checkpoint_every=1"]
     args += [f"hydra.run.dir={run}"]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
         while not ckpt.step_checkpoints(run / "checkpoints") and time.time() < deadline:
@@ -154,7 +152,7 @@ def test_resume_while_the_original_runs_is_refused(tmp_path):
         r = subprocess.run(
             [ganrun_exe(), "train", f"resume={run}", "trainer.steps=100000"],
             cwd=tmp_path,
-            env=_env(),
+            env=cli_env(),
             capture_output=True,
             text=True,
             timeout=120,
@@ -216,20 +214,9 @@ def test_preempted_job_exits_75_and_the_same_command_continues(tmp_path):
     run = tmp_path / "run"
     common = ["trainer.checkpoint_every=1000000", "trainer.image_every=1000000"]
     common += [f"hydra.run.dir={run}"]
-    args = [ganrun_exe(), "train", *TINY, *common, "trainer.steps=100000"]
-    proc = subprocess.Popen(
-        args, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        deadline = time.time() + 120
-        for line in proc.stdout:  # wait until training is under way
-            if "step 3/" in line or time.time() > deadline:
-                break
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 75, err
+    args = ["train", *TINY, *common, "trainer.steps=100000"]
+    code, _, err = signal_when_training(args, tmp_path)
+    assert code == 75, err
     assert "ganrun: stopped: SIGTERM at step" in err and f"resume={run}" in err, err
     assert "Traceback" not in err
     (step, _), *_ = reversed(ckpt.step_checkpoints(run / "checkpoints"))
@@ -237,14 +224,7 @@ def test_preempted_job_exits_75_and_the_same_command_continues(tmp_path):
     status = read_status(run)
     assert status["status"] == "stopped" and status["exit_status"] == 75
     assert status["step"] == step and status["message"].startswith("SIGTERM at step")
-    r = subprocess.run(
-        [*args[:-1], f"trainer.steps={step + 2}"],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = ganrun(*args[:-1], f"trainer.steps={step + 2}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert f"continuing from step {step}" in r.stdout + r.stderr
     assert ckpt.step_checkpoints(run / "checkpoints")[-1][0] == step + 2
