@@ -437,11 +437,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             _run(module_name, command, rest)
         except Interrupted as e:
-            print(
-                f"ganrun: stopped: {e} during start-up: nothing was trained and the run dir's "
-                "files are as they were; rerun the same command to start",
-                file=sys.stderr,
-            )
+            if any(a in _MULTIRUN for a in rest):  # between or inside a sweep's jobs
+                line = f"{e}: the sweep stopped; rerun the same command to continue it"
+            else:
+                line = (
+                    f"{e} during start-up: nothing was trained and the run dir's files are "
+                    "as they were; rerun the same command to start"
+                )
+            print(f"ganrun: stopped: {line}", file=sys.stderr)
             from ganrun.errors import Stopped
 
             raise SystemExit(Stopped.exit_status) from None

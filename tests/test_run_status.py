@@ -121,3 +121,19 @@ def test_a_failed_job_does_not_sink_the_sweep(tmp_path):
     assert [s["status"] for s in statuses] == ["diverged", "finished"], statuses
     log = (jobs[0] / "train.log").read_text()
     assert "training diverged" in log and "the sweep goes on" in log
+
+
+def test_a_refused_job_of_a_sweep_says_why_in_its_train_log(tmp_path):
+    """Job 0's dir already holds another run's checkpoints: that job is refused before it
+    claims the dir (no status.json of its own), its train.log has the line, job 1 runs."""
+    sweep = tmp_path / "sweep"
+    run_train(sweep / "0", [*TINY, "trainer.steps=2", "seed=7"])
+    exe = str(Path(sys.executable).with_name("ganrun"))
+    args = [exe, "train", "-m", *TINY, "trainer.steps=2", "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    log = (sweep / "0" / "train.log").read_text()
+    assert "error: " in log and "another run's checkpoints" in log and "seed=7 there, 0 now" in log
+    assert read_status(sweep / "0")["status"] == "finished"  # the other run's, untouched
+    assert read_status(sweep / "1")["status"] == "finished"

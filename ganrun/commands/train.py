@@ -298,11 +298,17 @@ def main(cfg: DictConfig):
 def _job(cfg, run_dir, choices, overrides):
     try:
         return train(cfg, run_dir, choices, overrides)
-    except Stopped as e:  # not an error: one line, and the status schedulers look for
-        _to_log_files(f"stopped: {e}")
-        print(f"ganrun: stopped: {e}", file=sys.stderr)
-        sys.stderr.flush()
-        raise SystemExit(e.exit_status) from None
+    except GanrunError as e:
+        if isinstance(e, Stopped):
+            _to_log_files(f"stopped: {e}")
+            print(f"ganrun: stopped: {e}", file=sys.stderr)
+            sys.stderr.flush()
+            raise SystemExit(e.exit_status) from None
+        # a sweep's job refused before it claimed its dir has no status.json: its
+        # train.log says why (report_errors logs a divergence itself)
+        if HydraConfig.get().mode == RunMode.MULTIRUN and not isinstance(e, DivergenceError):
+            _to_log_files(f"error: {e}")
+        raise
 
 
 register_configs()
