@@ -25,7 +25,20 @@ def test_no_experiment_by_default():
 def test_every_experiment_composes_and_validates(experiment):
     cfg = compose_config([f"experiment={experiment}"])
     build.validate(cfg)
-    assert list(cfg.eval.metrics) == ["modes"]  # each one is a mode-coverage setup
+    if experiment.endswith("_modes"):  # a mode-coverage setup
+        assert list(cfg.eval.metrics) == ["modes"]
+    else:  # <model>_mnist: a recipe sized for a CPU, on the embedded digits
+        model = experiment.removesuffix("_mnist")
+        assert cfg.model.name == model
+        assert cfg.dataset._target_ == "ganrun.data.embedded.EmbeddedMNIST"
+
+
+def test_wgan_mnist_departs_from_the_recipe_only_in_size():
+    cpu, recipe = compose_config(["experiment=wgan_mnist"]), compose_config(["model=wgan"])
+    assert cpu.model.width == 32 and recipe.model.width == 64
+    assert cpu.optimizer == recipe.optimizer and cpu.regularizer == recipe.regularizer
+    for key in ("batch_size", "n_critic", "n_critic_warmup", "n_critic_warmup_steps"):
+        assert cpu.trainer[key] == recipe.trainer[key], key
 
 
 def test_ring_modes_is_the_recipe_that_met_the_ring_goal():
