@@ -15,8 +15,8 @@ import torch
 from ganrun import checkpoint as ckpt
 from ganrun.errors import CheckpointError, ConfigError, DivergenceError
 from ganrun.objective import Objective
-from tests.conftest import cli_error, compose_config, run_train, tiny_overrides
-from tests.test_cli import TINY, ganrun
+from tests.conftest import cli_error, compose_config, ganrun, run_train, tiny_overrides
+from tests.test_cli import TINY
 
 # 12 steps, checkpoints every 2, the newest 2 kept; a fault at step 7 shows at step 8
 BASE = [

@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from ganrun import cli
-from tests.conftest import cli_error, compose_config, run_train, tiny_overrides
-from tests.test_cli import ganrun_exe
+from tests.conftest import cli_error, compose_config, ganrun_exe, run_train, tiny_overrides
 from tests.test_metrics import save_tiny_evaluator
 
 # A proxy on a closed local port: downloads fail at once, network or not.

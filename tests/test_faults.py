@@ -413,7 +413,7 @@ def test_sample_as_an_unprivileged_user(trained, shared_dir):
     locked = shared_dir / "locked"
     locked.mkdir(mode=0o755)  # root's: others may read, not write
     out = locked / "grid.png"
-    from tests.test_cli import ganrun_exe
+    from tests.conftest import ganrun_exe
 
     env = {**os.environ, "HOME": str(shared_dir), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
     r = subprocess.run(
