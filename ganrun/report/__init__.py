@@ -9,6 +9,11 @@ seed (``summary``), and writes into one folder:
 * ``report-<score>.png``: each score over kimg (``plots``);
 * ``report.html``: the same, self-contained (``page``).
 
+For the sweep dir of an Optuna search (``trials.jsonl``, ``best.yaml`` or
+``optuna.journal`` in it) the report adds the trials table, the best trial and
+its command, ``report-optuna-history.png`` and which parameters mattered
+(``search``).
+
 Everything is computed before the first file is written, and each file is
 written to a temporary name and renamed, so bad input writes nothing and an
 interrupted report leaves no half-written file. The report knows no model
@@ -27,6 +32,16 @@ from pathlib import Path
 from ganrun.errors import ConfigError
 from ganrun.report.plots import file_name, plot_score
 from ganrun.report.runs import Run, read_runs
+from ganrun.report.search import (
+    Search,
+    best_text,
+    find_search_dirs,
+    history_file,
+    importance_table,
+    plot_history,
+    read_search,
+    trials_table,
+)
 from ganrun.report.summary import Summary, summarize
 from ganrun.report.tables import Cell, Column, csv_groups, csv_runs, group_table, run_table
 
@@ -59,12 +74,14 @@ def write_report(dirs: list[str], out: str | None = None) -> tuple[list[Path], S
     runs = read_runs(dirs)
     folder = output_folder(dirs, out)
     summary = summarize(runs)
+    searches = [read_search(d) for d in find_search_dirs(dirs)]
     when = _dt.datetime.now().isoformat(timespec="seconds")
     meta = (
         f"{len(runs)} run(s) in {', '.join(dirs)}: {status_counts(runs)}; "
         f"{len(summary.groups)} group(s). Written {when} by ganrun report."
     )
     plots = {score: plot_score(summary, score) for score in summary.scores}
+    histories = {history_file(i, len(searches)): plot_history(s) for i, s in enumerate(searches)}
     samples: dict[str, bytes] = {}
     for run in runs:
         if run.sample is not None:
@@ -73,11 +90,12 @@ def write_report(dirs: list[str], out: str | None = None) -> tuple[list[Path], S
             except OSError:
                 run.notes.append(f"cannot read {run.sample}")
     files: dict[str, bytes] = {
-        "report.md": markdown(summary, meta, plots).encode(),
+        "report.md": markdown(summary, meta, plots, searches).encode(),
         "report.csv": _csv(*csv_runs(summary)),
         "report_groups.csv": _csv(*csv_groups(summary)),
         **{file_name(score): png for score, png in plots.items()},
-        "report.html": _html(summary, meta, plots, samples),
+        **histories,
+        "report.html": _html(summary, meta, plots, samples, searches, histories),
     }
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -86,10 +104,17 @@ def write_report(dirs: list[str], out: str | None = None) -> tuple[list[Path], S
     return [atomic_write(folder / name, data) for name, data in files.items()], summary
 
 
-def _html(summary: Summary, meta: str, plots: dict, samples: dict) -> bytes:
+def _html(
+    summary: Summary,
+    meta: str,
+    plots: dict,
+    samples: dict,
+    searches: list[Search],
+    histories: dict[str, bytes],
+) -> bytes:
     from ganrun.report.page import render
 
-    return render(summary, TITLE, meta, plots, samples).encode()
+    return render(summary, TITLE, meta, plots, samples, searches, list(histories.values())).encode()
 
 
 def atomic_write(path: Path, data: bytes) -> Path:
@@ -125,10 +150,39 @@ def _md_table(columns: list[Column], rows: list[list[Cell]]) -> list[str]:
     return lines
 
 
-def markdown(summary: Summary, meta: str, plots: dict[str, bytes]) -> str:
+def search_heading(search: Search, n: int) -> str:
+    return "Optuna search" + (f": {search.folder.name}" if n > 1 else "")
+
+
+def search_meta(search: Search) -> str:
+    direction = f" ({search.direction})" if search.direction else ""
+    return (
+        f"Study in `{search.folder}`: {len(search.trials)} trial(s), {search.counts()}; "
+        f"value: `{search.metric or 'unknown'}`{direction}."
+    )
+
+
+def _md_search(search: Search, n: int, history: str) -> list[str]:
+    lines = [f"## {search_heading(search, n)}", "", search_meta(search), "", best_text(search), ""]
+    if search.best and search.best.get("command"):
+        lines += ["```bash", str(search.best["command"]), "```", ""]
+    lines += ["### Trials", "", *_md_table(*trials_table(search)), ""]
+    lines += ["### Optimization history", "", f"![optimization history]({history})", ""]
+    lines += ["### Which parameters mattered", "", search.importance_note, ""]
+    lines += [*_md_table(*importance_table(search)), ""]
+    if search.notes:
+        lines += [f"- {note}" for note in search.notes] + [""]
+    return lines
+
+
+def markdown(
+    summary: Summary, meta: str, plots: dict[str, bytes], searches: list[Search] = ()
+) -> str:
     lines = [f"# {TITLE}", "", meta, ""]
     if summary.common:
         lines += [f"Overrides common to all runs: `{' '.join(summary.common)}`", ""]
+    for i, search in enumerate(searches):
+        lines += _md_search(search, len(searches), history_file(i, len(searches)))
     if summary.grouped:
         lines += [
             "## Seed groups",

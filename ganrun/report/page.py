@@ -16,6 +16,7 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
+from ganrun.report.search import Search, best_text, importance_table, trials_table
 from ganrun.report.summary import Summary
 from ganrun.report.tables import Cell, Column, group_table, run_table
 
@@ -39,6 +40,9 @@ img.sample { max-width: 256px; image-rendering: pixelated; border: 1px solid #dd
 img.plot { max-width: 700px; }
 .scroll { overflow-x: auto; }
 code { background: #f4f4f4; padding: 0 0.2em; }
+pre.command { background: #f4f4f4; padding: 0.5em; white-space: pre-wrap; word-break: break-all; }
+table[id^=trials] td:last-child { white-space: normal; min-width: 24em; }
+tr.fail td { background: #fbeaea; } tr.best td { background: #e4f4e4; }
 """
 
 SCRIPT = """
@@ -95,14 +99,19 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _table(table_id: str, columns: Sequence[Column], rows: Sequence[Sequence[Cell]]) -> str:
+def _table(
+    table_id: str,
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[Cell]],
+    row_classes: Sequence[str] | None = None,
+) -> str:
     e = html.escape
     head = "".join(
         f'<th data-key="{e(c.key)}" data-type="{"num" if c.numeric else "text"}">{e(c.title)}</th>'
         for c in columns
     )
     body = []
-    for row in rows:
+    for i, row in enumerate(rows):
         cells = []
         for col, cell in zip(columns, row):
             attrs = f' data-v="{e(str(cell.sort))}"' if cell.sort is not None else ""
@@ -112,10 +121,52 @@ def _table(table_id: str, columns: Sequence[Column], rows: Sequence[Sequence[Cel
             if col.key == "status":
                 text = f'<span class="status s-{e(cell.text.replace(" ", "-"))}">{text}</span>'
             cells.append(f"<td{attrs}>{text}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
+        cls = row_classes[i] if row_classes and row_classes[i] else ""
+        body.append((f'<tr class="{e(cls)}">' if cls else "<tr>") + "".join(cells) + "</tr>")
     return (
         f'<div class="scroll"><table class="sortable" id="{table_id}"><thead><tr>{head}</tr>'
         f"</thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def _search(search: Search, index: int, n: int, history: bytes) -> list[str]:
+    from ganrun.report import search_heading, search_meta
+
+    e = html.escape
+    suffix = "" if n == 1 else f"-{index + 1}"
+    best = (search.best or {}).get("number")
+    classes = [
+        "best" if t.get("number") == best and best is not None
+        else ("fail" if t.get("state") == "FAIL" else "")
+        for t in search.trials
+    ]  # fmt: skip
+    parts = [
+        f'<section class="search" id="search{suffix}">',
+        f"<h2>{e(search_heading(search, n))}</h2>",
+        f"<p>{_code(search_meta(search))}</p>",
+        f'<p id="best{suffix}">{_code(best_text(search))}</p>',
+    ]
+    if search.best and search.best.get("command"):
+        parts.append(f'<pre class="command">{e(str(search.best["command"]))}</pre>')
+    parts += [
+        "<h3>Trials</h3>",
+        _table(f"trials{suffix}", *trials_table(search), classes),
+        "<h3>Optimization history</h3>",
+        f'<figure><img class="plot" alt="optimization history" src="{data_uri(history)}"></figure>',
+        "<h3>Which parameters mattered</h3>",
+        f"<p>{e(search.importance_note)}</p>",
+        _table(f"importances{suffix}", *importance_table(search)),
+    ]
+    if search.notes:
+        parts += ["<ul>", *(f"<li>{e(n)}</li>" for n in search.notes), "</ul>"]
+    return [*parts, "</section>"]
+
+
+def _code(text: str) -> str:
+    """Markdown's `code` spans as <code>, the rest escaped."""
+    pieces = text.split("`")
+    return "".join(
+        f"<code>{html.escape(p)}</code>" if i % 2 else html.escape(p) for i, p in enumerate(pieces)
     )
 
 
@@ -125,8 +176,11 @@ def render(
     meta: str,
     plots: dict[str, bytes],
     samples: dict[str, bytes],
+    searches: Sequence[Search] = (),
+    histories: Sequence[bytes] = (),
 ) -> str:
-    """``plots``: score -> PNG; ``samples``: run label -> PNG of its newest grid."""
+    """``plots``: score -> PNG; ``samples``: run label -> PNG of its newest grid;
+    ``histories``: each search's optimization history PNG."""
     e = html.escape
     parts = [
         "<!doctype html>",
@@ -139,6 +193,8 @@ def render(
         parts.append(
             "<p>Overrides common to all runs: <code>" + e(" ".join(summary.common)) + "</code></p>"
         )
+    for i, (search, history) in enumerate(zip(searches, histories)):
+        parts += _search(search, i, len(searches), history)
     if summary.grouped:
         parts += [
             "<h2>Seed groups</h2>",
