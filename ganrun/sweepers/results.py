@@ -1,4 +1,5 @@
-"""What an Optuna search leaves in its sweep dir: ``trials.jsonl``, ``best.yaml``, and the
+"""What an Optuna search leaves in its sweep dir: ``trials.jsonl``, ``best.yaml``,
+``study.json`` (metric, direction and search space, for readers without Optuna), and the
 best trial printed as a ``ganrun train`` line (docs/SWEEPS.md, "The answer"). Each
 file is written to a temporary name and renamed, so a reader (``ganrun report``)
 never sees half of one."""
@@ -19,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 STUDY_FILE = "optuna.journal"
 TRIALS_FILE = "trials.jsonl"
 BEST_FILE = "best.yaml"
+SPACE_FILE = "study.json"
 
 
 def _iso(t: _dt.datetime | None) -> str | None:
@@ -73,6 +75,21 @@ def best_record(study, sweep_dir: Path, metric: str, direction: str) -> dict[str
     }
 
 
+def study_record(study, metric: str, direction: str) -> dict[str, Any]:
+    """The search's value and space: each parameter's Optuna distribution as JSON
+    (``{"name": "FloatDistribution", "attributes": {...}}``)."""
+    identity = study.user_attrs.get("ganrun_search") or {}
+    space = {}
+    for name, dist in (identity.get("space") or {}).items():
+        space[name] = json.loads(dist) if isinstance(dist, str) else dist
+    return {
+        "study_name": study.study_name,
+        "metric": metric,
+        "direction": direction,
+        "space": space,
+    }
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -83,8 +100,10 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def write_files(study, sweep_dir: Path, metric: str, direction: str) -> None:
-    """trials.jsonl and best.yaml, each written whole and renamed into place."""
+    """trials.jsonl, study.json and best.yaml, each written whole and renamed into place."""
     sweep_dir = Path(sweep_dir)
+    record = study_record(study, metric, direction)
+    _atomic_write(sweep_dir / SPACE_FILE, json.dumps(record, indent=1) + "\n")
     lines = [json.dumps(trial_record(t)) for t in study.get_trials(deepcopy=False)]
     _atomic_write(sweep_dir / TRIALS_FILE, "".join(line + "\n" for line in lines))
     best = best_record(study, sweep_dir, metric, direction)
