@@ -336,3 +336,228 @@ def test_mean_and_standard_error():
     assert one.se is None and one.text() == "0.25"
     assert mean_se([1.0, math.inf]).text() == "inf"
     assert mean_se([]) is None
+
+
+# --------------------------------------------------------------------------- Optuna searches
+# A real 4-trial search (random sampler, seed 1): three complete trials whose mode counts
+# differ, and one whose lr_g=1e30 diverges at once (a FAIL trial with its line).
+SEARCH = [
+    "hydra/sweeper=ganrun_optuna", *SWEEP[:-4], "trainer.threads=1", "trainer.num_workers=0",
+    "logger=none", "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.name=random",
+    "hydra.sweeper.sampler.seed=1", "optimizer.lr_d=tag(log, interval(1e-4, 1e-2))",
+    "model.width=choice(8,16)", "optimizer.lr_g=choice(1e-3,3e-3,1e30)",
+]  # fmt: skip
+SEARCHED = ["optimizer.lr_d", "model.width", "optimizer.lr_g"]
+REPORT_FILES = {"report.md", "report.csv", "report_groups.csv", "report.html"}
+
+
+def _trials(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "trials.jsonl").read_text().splitlines()]
+
+
+def _md_section(md: str, heading: str) -> list[list[str]]:
+    """The table rows (cells) under a Markdown heading, header row first."""
+    part = md[md.index(heading) + len(heading) :]
+    part = part[: part.index("\n#")] if "\n#" in part else part
+    rows = [line for line in part.splitlines() if line.startswith("| ")]
+    cells = [[c.strip() for c in re.split(r"(?<!\\)\|", r)[1:-1]] for r in rows]
+    return [cells[0], *cells[2:]]  # without the |---| line
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory) -> tuple[Path, dict]:
+    pytest.importorskip("optuna", reason="the sweeps extra: pip install 'ganrun[sweeps]'")
+    root = tmp_path_factory.mktemp("search")
+    r = ganrun("train", "-m", *SEARCH, "hydra.sweep.dir=search", cwd=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    folder = root / "search"
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    r = ganrun("report", str(folder), cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert str(folder / "report-optuna-history.png") in r.stdout
+    return folder, before
+
+
+def test_search_report_leaves_the_study_alone(search):
+    folder, before = search
+    after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    assert {"trials.jsonl", "best.yaml", "study.json", "optuna.journal"} <= set(before)
+    for name, data in before.items():
+        assert after[name] == data, f"{name} changed by ganrun report"
+    new = set(after) - set(before)
+    assert REPORT_FILES | {"report-optuna-history.png"} <= new
+    assert all(n.startswith("report") for n in new), new
+
+
+def test_search_trials_table_is_trials_jsonl(search):
+    folder, _ = search
+    trials = _trials(folder)
+    states = [t["state"] for t in trials]
+    assert len(trials) == 4 and states.count("COMPLETE") >= 2 and "FAIL" in states, states
+    best = yaml.safe_load((folder / "best.yaml").read_text())
+    md = (folder / "report.md").read_text()
+    header, *rows = _md_section(md, "### Trials")
+    assert header[:3] == ["trial", "state", "modes"]
+    assert header[3:6] == SEARCHED and header[6:] == ["run dir", "time", "message"]
+    assert len(rows) == len(trials)
+    for row, t in zip(rows, trials):
+        assert row[0] == str(t["number"]) and row[6] == t["run_dir"]
+        assert row[1] == t["state"] + (" (best)" if t["number"] == best["number"] else "")
+        if t["state"] == "COMPLETE":
+            assert float(row[2]) == pytest.approx(t["value"], rel=1e-3)
+        else:
+            assert row[2] == "—"
+        for cell, p in zip(row[3:6], SEARCHED):
+            assert float(cell) == pytest.approx(float(t["params"][p]), rel=1e-3)
+    page = (folder / "report.html").read_text()
+    table = page[page.index('id="trials"') :]
+    table = table[: table.index("</table>")]
+    numbers = re.findall(r'<tr(?: class="[a-z]+")?><td data-v="(\d+)"', table)
+    assert numbers == [str(t["number"]) for t in trials]
+
+
+def test_search_fail_trial_has_its_message_and_is_not_best(search):
+    folder, _ = search
+    trials = _trials(folder)
+    best = yaml.safe_load((folder / "best.yaml").read_text())
+    failed = [t for t in trials if t["state"] == "FAIL"]
+    assert failed and all(t["params"]["optimizer.lr_g"] == 1e30 for t in failed)
+    complete = [t for t in trials if t["state"] == "COMPLETE"]
+    assert best["number"] == max(complete, key=lambda t: t["value"])["number"]  # maximize
+    md = (folder / "report.md").read_text()
+    _, *rows = _md_section(md, "### Trials")
+    for t in failed:
+        (row,) = [r for r in rows if r[0] == str(t["number"])]
+        assert row[1] == "FAIL" and row[-1] == t["message"].replace("|", "\\|")
+        assert row[-1].startswith("training diverged at step")
+    assert f"Best trial {best['number']}: modes=" in md
+    assert f"```bash\n{best['command']}\n```" in md
+    page = (folder / "report.html").read_text()
+    assert f'<pre class="command">{best["command"]}</pre>' in page
+    for t in failed:
+        assert t["message"] in page
+    assert page.count('<tr class="best">') == 1 and page.count('<tr class="fail">') == len(failed)
+
+
+def test_search_history_png_decodes_and_is_embedded(search):
+    folder, _ = search
+    image = Image.open(folder / "report-optuna-history.png")
+    image.load()
+    assert image.format == "PNG" and image.width > 300
+    md = (folder / "report.md").read_text()
+    assert "![optimization history](report-optuna-history.png)" in md
+    page = (folder / "report.html").read_text()
+    uris = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    history = base64.b64encode((folder / "report-optuna-history.png").read_bytes()).decode()
+    assert history in uris
+    complete = sum(t["state"] == "COMPLETE" for t in _trials(folder))
+    assert len(uris) == len(SCORES) + 1 + complete  # plots, history, a sample grid per run
+    for uri in uris:
+        Image.open(io.BytesIO(base64.b64decode(uri))).load()
+
+
+def test_search_importances_list_every_searched_parameter(search):
+    folder, _ = search
+    study = json.loads((folder / "study.json").read_text())
+    assert (study["metric"], study["direction"]) == ("modes", "maximize")
+    assert list(study["space"]) == SEARCHED
+    assert study["space"]["model.width"]["name"] == "CategoricalDistribution"
+    md = (folder / "report.md").read_text()
+    header, *rows = _md_section(md, "### Which parameters mattered")
+    assert header == ["parameter", "importance", "method"]
+    assert sorted(r[0] for r in rows) == sorted(SEARCHED)
+    assert all(r[2].startswith("Optuna fANOVA") for r in rows)  # >= 2 complete trials
+    values = [float(r[1]) for r in rows]
+    assert values == sorted(values, reverse=True) and sum(values) == pytest.approx(1, abs=0.01)
+    page = (folder / "report.html").read_text()
+    table = page[page.index('id="importances"') :]
+    table = table[: table.index("</table>")]
+    assert all(f'data-v="{p}"' in table for p in SEARCHED)
+
+
+def test_search_report_in_headless_chromium_decodes_every_image(search):
+    folder, _ = search
+    browser = _chromium()
+    dom = _dom(browser, folder / "report.html", "?table=trials&sort=value&desc=1")
+    n = len(re.findall(r"<img ", (folder / "report.html").read_text()))
+    assert f'data-images="{n}/{n}"' in dom and 'data-sorted="value"' in dom
+    table = dom[dom.index('id="trials"') :]
+    order = re.findall(
+        r'<tr(?: class="[a-z]+")?><td data-v="(\d+)"', table[: table.index("</table>")]
+    )
+    trials = {t["number"]: t for t in _trials(folder)}
+    values = [trials[int(o)]["value"] for o in order]
+    have = [v for v in values if v is not None]
+    assert have == sorted(have, reverse=True) and values[len(have) :] == [None] * (
+        len(values) - len(have)
+    )  # FAIL trials (no value) last
+
+
+def test_a_grid_report_has_no_search_section(reported):
+    md = (reported / "report.md").read_text()
+    assert "Optuna search" not in md and not (reported / "report-optuna-history.png").exists()
+    assert 'id="trials"' not in (reported / "report.html").read_text()
+
+
+def test_fallback_importances_on_hand_made_trials(tmp_path):
+    from ganrun.report.search import SPEARMAN, SPREAD, fallback_importances, read_search, spearman
+
+    def trial(n, value, lr, width, beta, state="COMPLETE"):
+        params = {"lr": lr, "width": width, "betas": beta, "fixed": 3}
+        return {"number": n, "state": state, "value": value, "params": params, "run_dir": str(n)}
+
+    trials = [
+        trial(0, 1.0, 1e-4, 8, "[0.5,0.9]"),
+        trial(1, 2.0, 2e-4, 16, "[0.5,0.9]"),
+        trial(2, 3.0, 4e-4, 8, "[0.0,0.9]"),
+        trial(3, 4.0, 8e-4, 16, "[0.0,0.9]"),
+        trial(4, None, 1e30, 8, "[0.5,0.9]", state="FAIL"),  # left out: no value
+    ]
+    space = {"width": {"name": "CategoricalDistribution", "attributes": {"choices": [8, 16]}}}
+    got = {
+        i.param: i for i in fallback_importances(trials, ["lr", "width", "betas", "fixed"], space)
+    }
+    assert got["lr"].method == SPEARMAN and got["lr"].value == pytest.approx(1.0)
+    # width: means 2 (8) and 3 (16) over a value spread of 3
+    assert got["width"].method == SPREAD and got["width"].value == pytest.approx(1 / 3)
+    # betas (text choices, no space given): means 1.5 and 3.5
+    assert got["betas"].method == SPREAD and got["betas"].value == pytest.approx(2 / 3)
+    assert got["fixed"].value is None and "one value" in got["fixed"].note
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(0.9486833)  # ties averaged
+    assert spearman([1, 1, 1], [1, 2, 3]) == 0.0
+
+    # a sweep dir with only trials.jsonl (no journal): the fallback, labelled, in the report
+    folder = tmp_path / "search"
+    for t in trials:
+        run = folder / t["run_dir"]
+        _hand_made(
+            run,
+            [f"seed={t['number']}", f"model.width={t['params']['width']}"],
+            {"status": "finished"},
+        )
+    (folder / "trials.jsonl").write_text("".join(json.dumps(t) + "\n" for t in trials))
+    search = read_search(folder)
+    assert [i.param for i in search.importances] == ["lr", "betas", "width", "fixed"]
+    assert "Not Optuna's importances" in search.importance_note
+    assert "no readable optuna.journal" in search.importance_note
+    r = ganrun("report", str(folder), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    md = (folder / "report.md").read_text()
+    _, *rows = _md_section(md, "### Which parameters mattered")
+    assert [r[0] for r in rows] == ["lr", "betas", "width", "fixed"]
+    spearman_md = SPEARMAN.replace("|", "\\|")
+    assert rows[0][1] == "1" and rows[0][2] == spearman_md
+    # without study.json the report cannot know width is a choice: numbers, so Spearman
+    assert rows[1][2] == SPREAD and rows[2][2] == spearman_md
+    assert rows[3][1] == "— (one value in all complete trials)"
+    assert "No best.yaml and no known direction" in md
+    # with the direction (study.json), the best complete trial is named, without a command
+    (folder / "study.json").write_text(json.dumps({"metric": "fid", "direction": "minimize"}))
+    r = ganrun("report", str(folder), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    md = (folder / "report.md").read_text()
+    assert "Best trial 0: fid=1 (minimize), run dir `0`. (From trials.jsonl" in md
+    assert "```bash" not in md
+    _, *trial_rows = _md_section(md, "### Trials")
+    assert [r[1] for r in trial_rows] == ["COMPLETE (best)"] + ["COMPLETE"] * 3 + ["FAIL"]

@@ -126,6 +126,18 @@ def read_search(folder: Path) -> Search:
     for t in trials:
         params += [k for k in (t.get("params") or {}) if k not in params]
     search = Search(folder, trials, best, metric, direction, space, params, notes=notes)
+    if best is None and direction in ("minimize", "maximize") and search.complete:
+        # no best.yaml (an older sweeper, or removed): the best complete trial, no command
+        pick = max if direction == "maximize" else min
+        t = pick(search.complete, key=lambda t: float(t["value"]))
+        search.best = {
+            "metric": metric,
+            "direction": direction,
+            "value": t["value"],
+            "number": t.get("number"),
+            "run_dir": t.get("run_dir"),
+            "from_trials": True,
+        }
     search.importances, search.importance_note = importances(search, study)
     return search
 
@@ -273,7 +285,7 @@ def importances(search: Search, study) -> tuple[list[Importance], str]:
                 for p in search.params
                 if p not in got
             ]
-            result.sort(key=lambda i: -1.0 if i.value is None else -i.value)
+            result.sort(key=lambda i: (i.value is None, -(i.value or 0.0)))
             return result, (
                 f"Optuna's fANOVA importances over {n} complete trial(s): each parameter's share "
                 "of the value's variance (they sum to 1)."
@@ -339,7 +351,7 @@ def fallback_importances(
         else:
             rho = spearman([float(x) for x in xs], ys)
             result.append(Importance(p, abs(rho), method))
-    result.sort(key=lambda i: -1.0 if i.value is None else -i.value)
+    result.sort(key=lambda i: (i.value is None, -(i.value or 0.0)))
     return result
 
 
@@ -436,13 +448,20 @@ def importance_table(search: Search) -> tuple[list[Column], list[list[Cell]]]:
 def best_text(search: Search) -> str:
     best = search.best
     if not best:
+        if search.complete:  # complete trials, but neither best.yaml nor a direction
+            return (
+                f"No {BEST_FILE} and no known direction: no best trial named ({search.counts()})."
+            )
         return f"No trial has finished with a {search.metric or 'value'} yet ({search.counts()})."
     value = best.get("value")
     shown = number(value) if _finite(value) else str(value)
-    return (
+    text = (
         f"Best trial {best.get('number')}: {best.get('metric') or search.metric}={shown} "
         f"({best.get('direction') or search.direction}), run dir `{best.get('run_dir')}`."
     )
+    if best.get("from_trials"):
+        text += f" (From {TRIALS_FILE}: the sweep dir has no {BEST_FILE} with its command.)"
+    return text
 
 
 def history_file(index: int, n: int) -> str:
