@@ -561,3 +561,22 @@ def test_fallback_importances_on_hand_made_trials(tmp_path):
     assert "```bash" not in md
     _, *trial_rows = _md_section(md, "### Trials")
     assert [r[1] for r in trial_rows] == ["COMPLETE (best)"] + ["COMPLETE"] * 3 + ["FAIL"]
+
+
+def test_search_without_optuna_uses_the_fallback_with_the_space_of_study_json(search, monkeypatch):
+    import sys
+
+    from ganrun.report.search import SPEARMAN, SPREAD, read_search
+
+    folder, _ = search
+    for name in [m for m in sys.modules if m == "optuna" or m.startswith("optuna.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna -> ImportError
+    found = read_search(folder)
+    assert "because Optuna is not installed" in found.importance_note
+    assert (found.metric, found.direction) == ("modes", "maximize")  # from study.json
+    methods = {i.param: i.method for i in found.importances}
+    assert sorted(methods) == sorted(SEARCHED)
+    # study.json says width and lr_g are choices, although their values are numbers
+    assert methods == {"optimizer.lr_d": SPEARMAN, "model.width": SPREAD, "optimizer.lr_g": SPREAD}
+    assert [t["number"] for t in found.trials] == [t["number"] for t in _trials(folder)]
