@@ -318,11 +318,23 @@ IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
 
 def encode_image(img: Any, suffix: str = ".png") -> bytes:
-    """A (C, H, W) float tensor in [0, 1] encoded in memory (PNG, or JPEG for .jpg)."""
+    """A (C, H, W) float tensor in [0, 1] encoded in memory (PNG, or JPEG for .jpg).
+    Grey pictures (one channel, or three equal ones: torchvision's grids repeat a
+    grey channel) are written as greyscale ("L"), not RGB."""
+    import torch
+    from PIL import Image
     from torchvision.utils import save_image
 
     buf = io.BytesIO()
-    save_image(img, buf, format=IMAGE_FORMATS.get(suffix.lower(), "PNG"))
+    fmt = IMAGE_FORMATS.get(suffix.lower(), "PNG")
+    if img.dim() == 3 and (
+        img.shape[0] == 1
+        or (img.shape[0] == 3 and torch.equal(img[0], img[1]) and torch.equal(img[1], img[2]))
+    ):
+        grey = img[0].mul(255).add_(0.5).clamp_(0, 255).to("cpu", torch.uint8).numpy()
+        Image.fromarray(grey, mode="L").save(buf, format=fmt)
+    else:
+        save_image(img, buf, format=fmt)
     return buf.getvalue()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 from PIL import Image
@@ -51,6 +53,17 @@ def test_per_image(trained, tmp_path):
     )
     assert len(paths) == 5 and sorted(p.name for p in folder.iterdir())[0] == "000000.png"
     assert Image.open(paths[0]).size == (28, 28)
+    assert Image.open(paths[0]).mode == "L"  # grey digits stay grey, not RGB (issue 17)
+
+
+def test_colour_pictures_stay_rgb():
+    import torch
+
+    from ganrun import fsio
+
+    grey = Image.open(io.BytesIO(fsio.encode_image(torch.rand(1, 4, 4).expand(3, 4, 4))))
+    colour = Image.open(io.BytesIO(fsio.encode_image(torch.rand(3, 4, 4))))
+    assert (grey.mode, colour.mode) == ("L", "RGB")
 
 
 def test_interpolation_grid(trained, tmp_path):
