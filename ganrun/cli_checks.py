@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import errno
 import os
 import re
 import tempfile
@@ -24,6 +23,7 @@ from omegaconf import nodes as oc_nodes
 from omegaconf.errors import OmegaConfBaseException
 
 from ganrun.errors import ConfigError
+from ganrun.fsio import cause
 
 _MERGING = "Error merging override "
 
@@ -307,12 +307,6 @@ def _read_nearby(cfg: DictConfig, key: str, texts: list[str], command: str) -> s
 
 
 # --------------------------------------------------------------------------- run dir
-def _cause(e: OSError) -> str:
-    name = errno.errorcode.get(e.errno or 0, "")
-    text = (e.strerror or str(e)).lower()
-    return f"{text} ({name})" if name else text
-
-
 def check_run_dir(folder: str, label: str, remedy: str, written: bool) -> None:
     """The folder Hydra will make (or write into, when ``written``) can be made there:
     tried with an empty folder that is removed again, before Hydra tries."""
@@ -335,4 +329,4 @@ def check_run_dir(folder: str, label: str, remedy: str, written: bool) -> None:
         os.rmdir(tempfile.mkdtemp(prefix=".ganrun-probe-", dir=probe_in))
     except OSError as e:
         what = f"write into {p}" if probe_in == p else f"create {p} in {probe_in}"
-        raise ConfigError(f"{label}: cannot {what}: {_cause(e)}; {remedy}") from None
+        raise ConfigError(f"{label}: cannot {what}: {cause(e)}; {remedy}") from None

@@ -117,6 +117,14 @@ def cause_and_remedy(
     return cause, elsewhere
 
 
+def cause(e: OSError, path: Path | str | None = None) -> str:
+    """'<cause> (<ERRNO>)' of a failed file operation, without a remedy."""
+    if not e.errno:
+        return str(e).strip().lower() or type(e).__name__
+    where = path if path is not None else getattr(e, "filename", None)
+    return cause_and_remedy(int(e.errno), Path(os.fsdecode(where)) if where else None)[0]
+
+
 def describe(code: int, path: Path | None, elsewhere: str = DEFAULT_ELSEWHERE) -> str:
     """'<cause> (<ERRNO>); <remedy>' for a failed write of ``path``."""
     return "; ".join(cause_and_remedy(code, path, elsewhere))

@@ -19,9 +19,14 @@ def _train(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, Pa
     args = [str(Path(sys.executable).with_name("ganrun")), "train"]
     args += [*tiny_overrides("dcgan", "mnist_embedded", "logger.tensorboard=false"), *extra]
     args += [f"hydra.run.dir={run}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
+    # one unbuffered stream, as on a terminal: the bar (stderr) and the log lines
+    # (stdout) interleave in the order they are written
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    r = subprocess.run(
+        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout
     return r, run
 
 
@@ -32,7 +37,7 @@ def test_train_log_keeps_the_losses_with_the_progress_bar_on(tmp_path):
     assert steps == [2, 4, 6]
     assert "%|" not in log  # no copy of the bar in the file
     # on the terminal every log line starts on a line of its own, not after a bar
-    for chunk in re.split(r"[\r\n]", r.stderr + r.stdout):
+    for chunk in re.split(r"[\r\n]", r.stdout):
         if "][ganrun." in chunk:
             assert chunk.startswith("["), chunk
 

@@ -7,6 +7,7 @@ from typing import NoReturn, TypeVar
 
 from ganrun import fsio
 from ganrun.errors import DivergenceError, GanrunError
+from ganrun.logfiles import to_log_files
 
 T = TypeVar("T")
 
@@ -48,7 +49,4 @@ def _fail(e: GanrunError) -> NoReturn:
 
 
 def _to_log_files(message: str) -> None:
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
+    to_log_files(logging.ERROR, "%s", message)

@@ -151,14 +151,11 @@ def train(
                 raise
             _summary(trainer, run_dir)
             value, why = sweep_value(cfg, run_dir)
-            status.write(
-                "finished",
-                trainer.step,
-                exit_status=0,
-                sweep={"metric": why if value is not None else None, "value": value}
-                if value is not None
-                else {"metric": None, "value": None, "why": why},
-            )
+            # sweep_value's second item names the score, or says why there is none
+            sweep = {"metric": why, "value": value} if value is not None else {
+                "metric": None, "value": None, "why": why,
+            }  # fmt: skip
+            status.write("finished", trainer.step, exit_status=0, sweep=sweep)
             result = dict(result)
             result["sweep/value"] = value
             return result

@@ -26,6 +26,7 @@ from ganrun import checkpoint as ckpt
 from ganrun import fsio, viz
 from ganrun.build import Built
 from ganrun.errors import CheckpointError, DivergenceError
+from ganrun.logfiles import to_log_files
 from ganrun.models.base import count_parameters
 from ganrun.rng import fork_rng
 from ganrun.signals import STOP, signal_name
@@ -84,20 +85,20 @@ def batches_before(t, step: int) -> int:
     return base + (first + later) * (int(t.n_critic_warmup) - int(t.n_critic))
 
 
+def _descend(opt, loss, params, stats, norm_key: str, logging_now: bool) -> None:
+    """One optimizer step on ``loss``; on log steps the gradient norm goes into ``stats``."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if logging_now:
+        stats[norm_key] = _grad_norm(params)
+    opt.step()
+
+
 def _count(n: int) -> str:
     """12, 4.2k, 3.57M: parameter counts that a small model does not print as 0.00M."""
     if n < 1000:
         return str(n)
     return f"{n / 1e3:.1f}k" if n < 1e6 else f"{n / 1e6:.2f}M"
-
-
-def _log_to_files(level: int, msg: str, *args) -> None:
-    """A record for the log files only (train.log), not the console: what the
-    progress bar already shows there."""
-    record = log.makeRecord(log.name, level, __file__, 0, msg, args, None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
-            handler.handle(record)
 
 
 class Trainer:
@@ -351,22 +352,14 @@ class Trainer:
                     for _ in range(critic_steps(self.critic, step)):
                         real, real_c = next(stream)
                         loss, stats = b.objective.d_loss(b.G, b.D, real, real_c, step)
-                        b.opt_d.zero_grad(set_to_none=True)
-                        loss.backward()
-                        if logging_now:
-                            stats["grad_norm/d"] = _grad_norm(d_params)
-                        b.opt_d.step()
+                        _descend(b.opt_d, loss, d_params, stats, "grad_norm/d", logging_now)
                         b.objective.after_d_step(b.D)
                         self._accumulate(sums, counts, stats)
 
                     # ---- generator: one step; D's weights need no gradients here
                     b.D.requires_grad_(False)
                     loss, stats = b.objective.g_loss(b.G, b.D, real, real_c, step)
-                    b.opt_g.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if logging_now:
-                        stats["grad_norm/g"] = _grad_norm(g_params)
-                    b.opt_g.step()
+                    _descend(b.opt_g, loss, g_params, stats, "grad_norm/g", logging_now)
                     b.D.requires_grad_(True)
                     self._accumulate(sums, counts, stats)
 
@@ -549,6 +542,8 @@ class Trainer:
         text = " ".join(f"{k}={v:.3g}" for k, v in short.items() if v is not None)
         if bar is not None:  # the bar shows it; train.log still keeps the history
             bar.set_postfix_str(text, refresh=False)
-            _log_to_files(logging.INFO, "step %d/%d %s", self.step, int(self.t.steps), text)
+            to_log_files(
+                logging.INFO, "step %d/%d %s", self.step, int(self.t.steps), text, logger=log.name
+            )
         else:
             log.info("step %d/%d %s", self.step, int(self.t.steps), text)

@@ -35,7 +35,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ganrun import checkpoint as ckpt
+from ganrun import fsio
 from ganrun.errors import GanrunError
+from ganrun.fsio import cause
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +75,6 @@ class RunDirError(GanrunError):
     another run's checkpoints."""
 
 
-def _cause(e: OSError) -> str:
-    name = errno.errorcode.get(e.errno or 0, "")
-    text = (e.strerror or str(e)).lower()
-    return f"{text} ({name})" if name else text
-
-
 # --------------------------------------------------------------------------- lock
 class RunDirLock:
     """``with RunDirLock(run_dir):`` — or ``acquire()`` / ``release()``."""
@@ -99,7 +95,7 @@ class RunDirLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise RunDirError(
-                f"cannot write to the run dir {self.run_dir}: {_cause(e)}; choose another "
+                f"cannot write to the run dir {self.run_dir}: {cause(e)}; choose another "
                 "with hydra.run.dir=<dir> or fix its permissions"
             ) from None
         try:
@@ -111,7 +107,7 @@ class RunDirLock:
                     f"{self.run_dir} is in use by another ganrun process ({holder(self.path)}); "
                     "wait for it to finish or stop it, or train in another dir (hydra.run.dir=<dir>)"
                 ) from None
-            raise RunDirError(f"cannot lock {self.path}: {_cause(e)}") from None
+            raise RunDirError(f"cannot lock {self.path}: {cause(e)}") from None
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -188,7 +184,7 @@ def check_writable(folder: Path, what: str) -> None:
             probe.unlink(missing_ok=True)
     except OSError as e:
         raise RunDirError(
-            f"cannot write {what} to {folder}: {_cause(e)}; free space, fix the permissions "
+            f"cannot write {what} to {folder}: {cause(e)}; free space, fix the permissions "
             "or choose another run dir (hydra.run.dir=<dir>)"
         ) from None
 
@@ -234,13 +230,10 @@ class RunStatus:
             "host": socket.gethostname(),
             **extra,
         }
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         try:
-            tmp.write_text(json.dumps(record, indent=1) + "\n")
-            os.replace(tmp, self.path)
-        except OSError as e:  # a full disk must not hide the run's own error
-            log.warning("could not write %s: %s", self.path, _cause(e))
-            tmp.unlink(missing_ok=True)
+            fsio.atomic_write_text(self.path, json.dumps(record, indent=1) + "\n")
+        except (fsio.WriteError, OSError) as e:  # a full disk must not hide the run's own error
+            log.warning("%s", e)
 
 
 def read_status(run_dir: Path) -> dict[str, Any] | None:
