@@ -69,7 +69,15 @@ def test_bench_throughput_runs_and_writes_json(tmp_path):
     assert "reference" not in result["median"]
 
 
-@pytest.mark.parametrize("setup", ["gan", "pacgan4_ema", "ring_modes"])
+# one setup in the fast suite; the others (the same code path, other setups) are slow
+@pytest.mark.parametrize(
+    "setup",
+    [
+        "gan",
+        pytest.param("pacgan4_ema", marks=pytest.mark.slow),
+        pytest.param("ring_modes", marks=pytest.mark.slow),
+    ],
+)
 def test_bench_modes_records_a_run_and_writes_the_report(tmp_path, setup):
     results, report = tmp_path / "runs.jsonl", tmp_path / "RESULTS.md"
     common = ["--results", str(results), "--out", str(report)]
@@ -110,6 +118,7 @@ def test_bench_modes_records_a_run_and_writes_the_report(tmp_path, setup):
     assert bm.NOTES_MARKER in report.read_text() and "my finding" in report.read_text()
 
 
+@pytest.mark.slow  # 27 s: trains, then fits DRS on the recorded run
 def test_bench_modes_rejection_scores_a_recorded_run(tmp_path):
     results, report = tmp_path / "runs.jsonl", tmp_path / "RESULTS.md"
     common = ["--protocol", "grid", "--setups", "gan", "--steps", "4", "--set", "model.width=8"]

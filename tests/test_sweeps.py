@@ -332,6 +332,7 @@ def test_without_the_sweeps_extra_the_sweeper_and_launchers_say_so_in_one_line(t
 
 
 # --------------------------------------------------------------------------- submitit
+@pytest.mark.slow  # the preemption test below runs the same launcher in the fast suite
 def test_submitit_local_runs_a_grid_each_job_in_its_own_process(tmp_path):
     sweep = tmp_path / "local"
     r = ganrun(
