@@ -280,12 +280,33 @@ def validate(cfg: DictConfig) -> None:
     _check_optimizer_values(cfg.optimizer)
     recipe = build_optimizer(cfg)
     try:  # torch's own checks of the remaining arguments, on a stand-in parameter
-        recipe.build([torch.nn.Parameter(torch.zeros(1))], [torch.nn.Parameter(torch.zeros(1))])
+        opts = recipe.build(
+            [torch.nn.Parameter(torch.zeros(1))], [torch.nn.Parameter(torch.zeros(1))]
+        )
     except (ValueError, TypeError) as e:
         raise ConfigError(
             f"optimizer={cfg.optimizer.get('_target_', '?').rsplit('.', 1)[-1]}: {e}; "
             "check the optimizer.* values"
         ) from None
+    objective.bind_optimizers(*opts)  # a term that mirrors D's optimizer checks it here
+    _check_energy_pairing(cfg, objective)
+
+
+def _check_energy_pairing(cfg: DictConfig, objective: Objective) -> None:
+    """An energy D (auto-encoder: EBGAN, BEGAN) returns reconstruction losses, not
+    logits: only an energy loss reads it, and an energy loss reads nothing else."""
+    d_energy = getattr(get_class(cfg.model.D._target_), "OUTPUT", "logit") == "energy"
+    loss_energy = objective.loss.output == "energy"
+    if d_energy and not loss_energy:
+        raise ConfigError(
+            f"model={cfg.model.get('name', '?')} has an energy discriminator (an auto-encoder); "
+            f"loss={objective.loss.name} reads logits: use loss=ebgan or loss=began"
+        )
+    if loss_energy and not d_energy:
+        raise ConfigError(
+            f"loss={objective.loss.name} needs an energy discriminator (an auto-encoder: "
+            f"model=ebgan or began), not model={cfg.model.get('name', '?')}"
+        )
 
 
 def _omegaconf_message(e: OmegaConfBaseException) -> str:
@@ -419,4 +440,5 @@ def build(cfg: DictConfig) -> Built:
     objective = build_objective(cfg, data.num_classes)
     recipe = build_optimizer(cfg)
     opt_g, opt_d = recipe.build(G.parameters(), D.parameters())
+    objective.bind_optimizers(opt_g, opt_d)
     return Built(device, data, G, D, G_ema, objective, recipe, opt_g, opt_d, beta)

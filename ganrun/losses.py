@@ -54,6 +54,23 @@ class Loss:
     def g(self, fake: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    # ``d`` and ``g`` are pure (regularizers such as consensus or unrolled call them
+    # again). A loss with training state (BEGAN's k_t) changes it only here: the
+    # Objective calls ``observe_d`` once per D step and ``observe_g`` once per G step,
+    # with D's detached outputs; what they return is logged with the phase's stats.
+    def observe_d(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {}
+
+    def observe_g(self, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {}
+
+    def state_dict(self) -> dict:
+        """Training state for checkpoints (tensors and plain types); {} = none."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 

@@ -70,6 +70,11 @@ class Regularizer:
     def after_d_step(self, D: nn.Module) -> None:
         return None
 
+    def bind_optimizers(self, opt_g, opt_d) -> None:
+        """Called once by ``build`` with the players' optimizers (a term that mirrors
+        D's update, e.g. unrolled GANs, reads D's optimizer state at call time)."""
+        return None
+
     def state_dict(self) -> dict:
         return {}
 
@@ -125,7 +130,7 @@ class Objective:
             d_real = D(real, real_c)
             d_fake = D(fake, fake_c)
         loss = self.loss.d(d_real, d_fake)
-        stats = {"loss/d": loss.detach()}
+        stats = {"loss/d": loss.detach(), **self.loss.observe_d(d_real.detach(), d_fake.detach())}
         batch = Batch(G, D, real, real_c, fake, fake_c, z, d_real, d_fake, step, f_real, f_fake)
         for name, reg in active:
             term = reg.d_term(batch)
@@ -152,7 +157,7 @@ class Objective:
         else:
             d_fake = D(fake, fake_c)
         loss = self.loss.g(d_fake)
-        stats = {"loss/g": loss.detach()}
+        stats = {"loss/g": loss.detach(), **self.loss.observe_g(d_fake.detach())}
         if any(r.replaces_g_loss for _, r in active):
             loss = torch.zeros((), device=loss.device, dtype=loss.dtype)
         batch = Batch(G, D, real, real_c, fake, fake_c, z, None, d_fake, step, f_real, f_fake)
@@ -168,6 +173,10 @@ class Objective:
         for reg in self.regularizers.values():
             reg.after_d_step(D)
 
+    def bind_optimizers(self, opt_g, opt_d) -> None:
+        for reg in self.regularizers.values():
+            reg.bind_optimizers(opt_g, opt_d)
+
     def _active(self, step: int):
         return [(n, r) for n, r in self.regularizers.items() if step % max(1, r.interval) == 0]
 
@@ -178,10 +187,20 @@ class Objective:
         return {"D/real": d_real.mean(), "D/fake": d_fake.mean()}
 
     # -- checkpointing ----------------------------------------------------------
+    # the loss's own training state (BEGAN's k_t) sits beside the regularizers' under
+    # this key (no regularizer file is called "_loss"); absent when the loss has none
+    LOSS_STATE = "_loss"
+
     def state_dict(self) -> dict:
-        return {name: reg.state_dict() for name, reg in self.regularizers.items()}
+        state = {name: reg.state_dict() for name, reg in self.regularizers.items()}
+        loss_state = self.loss.state_dict()
+        if loss_state:
+            state[self.LOSS_STATE] = loss_state
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         for name, reg in self.regularizers.items():
             if name in state:
                 reg.load_state_dict(state[name])
+        if self.LOSS_STATE in state:
+            self.loss.load_state_dict(state[self.LOSS_STATE])

@@ -12,6 +12,9 @@ resumed run needs no scheduler state to continue exactly:
 * ``exponential``: lr_t = max(lr / decay_factor**t, min_lr), pylearn2's
   ExponentialDecay as used by Goodfellow et al. 2014's reference code
 * ``linear``: lr_t decays linearly from lr to min_lr over the run
+* ``step``: lr_t = max(lr / decay_factor**floor(t / decay_every), min_lr), a division
+  by ``decay_factor`` every ``decay_every`` generator steps (BEGAN: halve the rate;
+  Berthelot et al. 2017, Sec. 4.1, as the widely used BEGAN code does it)
 
 ``apply_schedule`` sets the rates of every schedule, times the trainer's
 ``lr_scale`` (the divergence guard's rollback factor, kept in checkpoints).
@@ -23,7 +26,7 @@ import torch
 
 from ganrun.errors import ConfigError
 
-SCHEDULES = ("constant", "exponential", "linear")
+SCHEDULES = ("constant", "exponential", "linear", "step")
 
 
 class OptimizerRecipe:
@@ -36,6 +39,7 @@ class OptimizerRecipe:
         schedule: str = "constant",
         decay_factor: float = 1.0,
         min_lr: float = 0.0,
+        decay_every: int = 0,
     ):
         for key, lr in (("lr_g", lr_g), ("lr_d", lr_d)):
             if not lr > 0:
@@ -48,8 +52,14 @@ class OptimizerRecipe:
             raise ConfigError(
                 f"optimizer.decay_factor divides the lr every step and must be >= 1, got {decay_factor}"
             )
+        if schedule == "step" and not (decay_factor >= 1.0 and decay_every >= 1):
+            raise ConfigError(
+                "optimizer.schedule=step divides the lr by optimizer.decay_factor (>= 1) every "
+                f"optimizer.decay_every (>= 1) steps, got {decay_factor} and {decay_every}"
+            )
         self.lr_g, self.lr_d = float(lr_g), float(lr_d)
         self.schedule, self.decay_factor, self.min_lr = schedule, float(decay_factor), float(min_lr)
+        self.decay_every = int(decay_every)
 
     def make(self, params, lr: float) -> torch.optim.Optimizer:
         raise NotImplementedError
@@ -62,6 +72,8 @@ class OptimizerRecipe:
             return self.decay_factor ** (-step)
         if self.schedule == "linear":
             return max(0.0, 1.0 - step / max(1, total_steps))
+        if self.schedule == "step":
+            return self.decay_factor ** (-(step // self.decay_every))
         return 1.0
 
     def lr_at(self, lr: float, step: int, total_steps: int) -> float:
@@ -106,8 +118,9 @@ class Adam(OptimizerRecipe):
         schedule: str = "constant",
         decay_factor: float = 1.0,
         min_lr: float = 0.0,
+        decay_every: int = 0,
     ):
-        super().__init__(lr_g, lr_d, schedule, decay_factor, min_lr)
+        super().__init__(lr_g, lr_d, schedule, decay_factor, min_lr, decay_every)
         betas = tuple(float(b) for b in betas)
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
             raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {list(betas)}")
@@ -143,8 +156,9 @@ class SGD(OptimizerRecipe):
         schedule: str = "constant",
         decay_factor: float = 1.0,
         min_lr: float = 0.0,
+        decay_every: int = 0,
     ):
-        super().__init__(lr_g, lr_d, schedule, decay_factor, min_lr)
+        super().__init__(lr_g, lr_d, schedule, decay_factor, min_lr, decay_every)
         for key, m in (("momentum", momentum), ("momentum_final", momentum_final)):
             if m is not None and not 0.0 <= m < 1.0:
                 raise ConfigError(f"optimizer.{key} must be in [0, 1), got {m}")
@@ -198,8 +212,9 @@ class RMSprop(OptimizerRecipe):
         schedule: str = "constant",
         decay_factor: float = 1.0,
         min_lr: float = 0.0,
+        decay_every: int = 0,
     ):
-        super().__init__(lr_g, lr_d, schedule, decay_factor, min_lr)
+        super().__init__(lr_g, lr_d, schedule, decay_factor, min_lr, decay_every)
         if not 0.0 <= alpha < 1.0:
             raise ConfigError(f"optimizer.alpha must be in [0, 1), got {alpha}")
         if not 0.0 <= momentum < 1.0:
@@ -238,8 +253,11 @@ class TTUR(Adam):
         schedule: str = "constant",
         decay_factor: float = 1.0,
         min_lr: float = 0.0,
+        decay_every: int = 0,
     ):
-        super().__init__(lr_g, lr_d, betas, eps, weight_decay, schedule, decay_factor, min_lr)
+        super().__init__(
+            lr_g, lr_d, betas, eps, weight_decay, schedule, decay_factor, min_lr, decay_every
+        )
 
 
 class OptimisticAdamOptimizer(torch.optim.Optimizer):
@@ -304,8 +322,9 @@ class OptimisticAdam(OptimizerRecipe):
         schedule: str = "constant",
         decay_factor: float = 1.0,
         min_lr: float = 0.0,
+        decay_every: int = 0,
     ):
-        super().__init__(lr_g, lr_d, schedule, decay_factor, min_lr)
+        super().__init__(lr_g, lr_d, schedule, decay_factor, min_lr, decay_every)
         betas = tuple(float(b) for b in betas)
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
             raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {list(betas)}")

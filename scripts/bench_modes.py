@@ -87,9 +87,17 @@ MIXTURE_SETUPS = {
 }
 # The shipped experiments (conf/experiment/): the setup is the one-word command a user runs.
 EXPERIMENTS = {
-    "ring": {"ring_modes": ["experiment=ring_modes"]},
+    "ring": {
+        "ring_modes": ["experiment=ring_modes"],
+        # Metz et al. 2017: the paper's ring (radius 2, std 0.02), K = 10 unrolled D steps
+        "unrolled_ring_modes": ["experiment=unrolled_ring_modes"],
+    },
     "grid": {"grid_modes": ["experiment=grid_modes"]},
-    "stacked": {"stacked_mnist_modes": ["experiment=stacked_mnist_modes"]},
+    "stacked": {
+        "stacked_mnist_modes": ["experiment=stacked_mnist_modes"],
+        # the same DCGAN run with G's loss after K = 5 unrolled D steps
+        "unrolled_stacked_mnist_modes": ["experiment=unrolled_stacked_mnist_modes"],
+    },
 }
 SETUPS = {
     "ring": {**MIXTURE_SETUPS, **EXPERIMENTS["ring"]},

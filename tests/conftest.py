@@ -43,6 +43,9 @@ TINY_MODEL = {
     "biggan": ["model.width=2", "model.z_dim=16", "model.shared_dim=8"],
     "stylegan": ["model.width=8", "model.z_dim=16", "model.w_dim=16", "model.mapping_layers=2"],
     "pacgan_mlp": ["model.width=16", "model.pack=2"],
+    "ebgan": ["model.width=4", "model.z_dim=8"],
+    "began": ["model.width=4", "model.z_dim=8", "model.h_dim=8"],
+    "unrolled": ["model.width=16", "model.z_dim=8", "regularizer.unrolled.steps=2"],
 }
 
 TINY_TRAINER = [
