@@ -26,6 +26,7 @@ from ganrun.errors import ConfigError, GanrunError
 from ganrun.objective import Objective
 from ganrun.optim import OptimizerRecipe
 from ganrun.training.guard import ON_NAN
+from ganrun.training.precision import check_settings as check_speed_settings
 
 # Model constructor arguments that ganrun supplies (from the dataset), never the YAML.
 INJECTED = {"data_shape", "num_classes"}
@@ -264,6 +265,7 @@ def validate(cfg: DictConfig) -> None:
             f"in {data.describe()}); use trainer.batch_size <= {size}"
         )
     resolve_device(t.device)
+    check_speed_settings(cfg)  # trainer.precision, compile, torchrun's batch per rank
     regs = cfg.get("regularizer") or {}
     if "info" in regs and not (
         hasattr(get_class(cfg.model.G._target_), "split_latent")

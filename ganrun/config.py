@@ -20,6 +20,8 @@ from omegaconf import MISSING, OmegaConf
 @dataclass
 class TrainerConfig:
     steps: int = 3000  # generator steps
+    # the global batch: under torchrun each of N ranks trains on batch_size / N
+    # (it must divide), so a recipe's batch, kimg and EMA half-lives mean the same there
     batch_size: int = 64
     n_critic: int = 1  # discriminator steps per generator step (k in Goodfellow et al., Alg. 1)
     # extra critic training as data (WGAN's reference code: 100 critic steps for the first
@@ -54,6 +56,19 @@ class TrainerConfig:
     # CPU threads for torch (torch.set_num_threads); null = torch's default (all cores).
     # Parallel sweep jobs set it so that they do not oversubscribe the cores
     threads: Optional[int] = None
+    # speed (docs/ARCHITECTURE.md, "Precision and distributed training"):
+    # fp32 | bf16 (autocast) | fp16 (autocast + a GradScaler per optimizer)
+    precision: str = "fp32"
+    channels_last: bool = False  # networks and image batches in channels_last memory format
+    # torch.compile of G and D; steps with a second-order term active (GP, R1, consensus)
+    # run them uncompiled, as torch.compile does not support double backward
+    compile: bool = False
+    # torch.compile's mode: null (its default), reduce-overhead, max-autotune,
+    # max-autotune-no-cudagraphs
+    compile_mode: Optional[str] = None
+    # under torchrun: BatchNorm statistics over the global batch (CUDA only); without it
+    # each rank normalizes with its own batch's statistics
+    sync_batchnorm: bool = False
 
 
 @dataclass

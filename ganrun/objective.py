@@ -16,6 +16,9 @@ import torch
 from torch import nn
 
 from ganrun.losses import Loss
+from ganrun.training.precision import penalty_grad
+
+__all__ = ["Batch", "Objective", "Regularizer", "penalty_grad"]
 
 
 @dataclass
@@ -57,6 +60,12 @@ class Regularizer:
     needs_real_grad = False  # R1-style penalties need real.requires_grad_()
     needs_features = False  # feature matching, InfoGAN's Q head: D.forward_features
     replaces_g_loss = False
+    # True when the term takes no second derivative through G or D (no autograd.grad
+    # with create_graph). torch.compile does not support double backward, so on steps
+    # where a term that is not first-order is active the Objective runs the uncompiled
+    # networks (trainer.compile); the default, False, is the safe one for a new term.
+    # Take every gradient of a penalty with ``penalty_grad`` (correct under fp16).
+    first_order = False
 
     def bind(self, loss: Loss) -> None:
         return None
@@ -120,15 +129,19 @@ class Objective:
         if self.augment is not None:  # D (and its regularizers) see T(x) and T(G(z))
             real, fake = self.augment(real), self.augment(fake)
         active = self._active(step)
+        G, D = self._networks(active, "d_term", G, D)
         if any(r.needs_real_grad for _, r in active):
             real = real.detach().requires_grad_(True)
         f_real = f_fake = None
         if any(r.needs_features for _, r in active):
             d_real, f_real = D.forward_features(real, real_c)
             d_fake, f_fake = D.forward_features(fake, fake_c)
+            f_real, f_fake = f_real.float(), f_fake.float()
         else:
             d_real = D(real, real_c)
             d_fake = D(fake, fake_c)
+        # losses and terms in fp32 from autocast's bf16/fp16 outputs (trainer.precision)
+        d_real, d_fake = d_real.float(), d_fake.float()
         loss = self.loss.d(d_real, d_fake)
         stats = {"loss/d": loss.detach(), **self.loss.observe_d(d_real.detach(), d_fake.detach())}
         batch = Batch(G, D, real, real_c, fake, fake_c, z, d_real, d_fake, step, f_real, f_fake)
@@ -143,10 +156,11 @@ class Objective:
 
     def g_loss(self, G, D, real, real_c, step: int):
         n = real.shape[0]
+        active = self._active(step)
+        G, D = self._networks(active, "g_term", G, D)
         z, fake_c, fake = self._generate(G, n, real.device, grad=True)
         if self.augment is not None:  # G's gradient flows back through T (DiffAugment)
             fake = self.augment(fake)
-        active = self._active(step)
         f_real = f_fake = None
         if any(r.needs_features for _, r in active):
             d_fake, f_fake = D.forward_features(fake, fake_c)
@@ -154,8 +168,10 @@ class Objective:
                 if self.augment is not None:
                     real = self.augment(real)
                 _, f_real = D.forward_features(real, real_c)
+            f_real, f_fake = f_real.float(), f_fake.float()
         else:
             d_fake = D(fake, fake_c)
+        d_fake = d_fake.float()
         loss = self.loss.g(d_fake)
         stats = {"loss/g": loss.detach(), **self.loss.observe_g(d_fake.detach())}
         if any(r.replaces_g_loss for _, r in active):
@@ -176,6 +192,19 @@ class Objective:
     def bind_optimizers(self, opt_g, opt_d) -> None:
         for reg in self.regularizers.values():
             reg.bind_optimizers(opt_g, opt_d)
+
+    @staticmethod
+    def _networks(active, term: str, G, D):
+        """G and D for a phase: uncompiled (``torch.compile``'s ``_orig_mod``) when an
+        active term of that phase (``term``: "d_term"/"g_term") is not first-order."""
+        second = [
+            r
+            for _, r in active
+            if not r.first_order and getattr(type(r), term) is not getattr(Regularizer, term)
+        ]
+        if second:
+            return getattr(G, "_orig_mod", G), getattr(D, "_orig_mod", D)
+        return G, D
 
     def _active(self, step: int):
         return [(n, r) for n, r in self.regularizers.items() if step % max(1, r.interval) == 0]

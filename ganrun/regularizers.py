@@ -4,6 +4,9 @@ Each class is a ``ganrun.objective.Regularizer`` configured by
 ``conf/regularizer/<name>.yaml``; the group is a multi-select, so several
 compose (``regularizer=[gp,r1]``). Terms come back already weighted; the
 Objective adds them to the phase's loss (times ``interval`` for lazy ones).
+Every gradient a penalty takes goes through ``penalty_grad(outputs, inputs)``
+(ganrun.objective; correct under trainer.precision=fp16's loss scaling), and a
+term without a second derivative says ``first_order = True`` (trainer.compile).
 
 * ``WeightClip``           WGAN (Arjovsky et al. 2017, Alg. 1): clamp D's parameters.
 * ``GradientPenalty``      WGAN-GP (Gulrajani et al. 2017, Eq. 3); one-sided
@@ -41,7 +44,7 @@ from torch import nn
 
 from ganrun.errors import ConfigError
 from ganrun.losses import Loss
-from ganrun.objective import Batch, Regularizer
+from ganrun.objective import Batch, Regularizer, penalty_grad
 
 
 def _positive(name: str, value: float) -> float:
@@ -58,7 +61,7 @@ def _per_output(t: torch.Tensor, n_out: int) -> torch.Tensor:
 
 def _sum_sq_grads(loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
     """||d loss / d params||^2, differentiable (create_graph) for a second backward."""
-    grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+    grads = penalty_grad(loss, params, create_graph=True, allow_unused=True)
     terms = [g.pow(2).sum() for g in grads if g is not None]
     return torch.stack(terms).sum() if terms else loss.new_zeros(())
 
@@ -68,6 +71,7 @@ class WeightClip(Regularizer):
     clamp every critic parameter to [-clip, clip]; clip = 0.01 in the paper."""
 
     name = "weight_clip"
+    first_order = True
 
     def __init__(self, clip: float = 0.01):
         self.clip = _positive("weight_clip.clip", clip)
@@ -97,7 +101,7 @@ class GradientPenalty(Regularizer):
         eps = eps.repeat_interleave(real.shape[0] // n_out).view(-1, *[1] * (real.dim() - 1))
         x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
         out = batch.D(x_hat, batch.real_c)
-        (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+        (grad,) = penalty_grad(out.sum(), x_hat, create_graph=True)
         excess = _per_output(grad, out.shape[0]).norm(dim=1) - 1.0
         if self.one_sided:
             excess = F.relu(excess)
@@ -120,7 +124,7 @@ class R1(Regularizer):
         self.interval = int(interval)
 
     def d_term(self, batch: Batch) -> torch.Tensor:
-        (grad,) = torch.autograd.grad(batch.d_real.sum(), batch.real, create_graph=True)
+        (grad,) = penalty_grad(batch.d_real.sum(), batch.real, create_graph=True)
         sq = _per_output(grad, batch.d_real.shape[0]).pow(2).sum(dim=1)
         return 0.5 * self.gamma * sq.mean()
 
@@ -152,12 +156,16 @@ class Orthogonal(Regularizer):
     at the same beta: weight = beta/2 matches the code (model=biggan: 5e-5)."""
 
     name = "ortho"
+    first_order = True
 
     def __init__(self, weight: float = 1e-4):
         self.weight = _positive("ortho.weight", weight)
 
     def g_term(self, batch: Batch) -> torch.Tensor:
-        return self.weight * ortho_penalty(batch.G).to(batch.fake.device)
+        # in fp32 under trainer.precision=bf16/fp16: W W^T's small off-diagonal entries
+        # are what the term measures, and autocast would compute the product in 8 bits
+        with torch.autocast(batch.fake.device.type, enabled=False):
+            return self.weight * ortho_penalty(batch.G).to(batch.fake.device)
 
 
 def _trainable(module: nn.Module) -> list[torch.Tensor]:
@@ -222,6 +230,7 @@ class LabelSmoothing(Regularizer):
     logistic D loss is (1 - alpha) * E[D(x)]. Only for the sigmoid cross-entropy losses."""
 
     name = "label_smoothing"
+    first_order = True
 
     def __init__(self, real_target: float = 0.9):
         if not 0.0 < real_target <= 1.0:
@@ -249,6 +258,7 @@ class FeatureMatching(Regularizer):
 
     name = "feature_matching"
     needs_features = True
+    first_order = True
 
     def __init__(self, weight: float = 1.0, replace_g_loss: bool = True):
         self.weight = _positive("feature_matching.weight", weight)
@@ -267,6 +277,7 @@ class HistoricalAveraging(Regularizer):
     exactly. t counts the player's own updates (n_critic per step for D)."""
 
     name = "historical_averaging"
+    first_order = True
 
     def __init__(self, weight: float = 1.0):
         self.weight = _positive("historical_averaging.weight", weight)

@@ -245,6 +245,7 @@ class MutualInformation(Regularizer):
 
     name = "info"
     needs_features = True
+    first_order = True
 
     def __init__(self, categorical_weight: float = 1.0, continuous_weight: float = 1.0):
         for key, w in (
@@ -263,6 +264,9 @@ class MutualInformation(Regularizer):
             )
         _, one_hots, cont = G.split_latent(z)
         logits, mean, log_std = D.q_posterior(features)
+        # in fp32 from autocast's bf16/fp16 Q outputs (trainer.precision)
+        logits, mean = [lg.float() for lg in logits], mean.float()
+        log_std = None if log_std is None else log_std.float()
         loss = features.new_zeros(())
         for lg, oh in zip(logits, one_hots):
             loss = loss + self.categorical_weight * categorical_nll(lg, oh)

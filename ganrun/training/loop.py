@@ -30,6 +30,7 @@ from ganrun.logfiles import to_log_files
 from ganrun.models.base import count_parameters
 from ganrun.rng import fork_rng
 from ganrun.signals import STOP, signal_name
+from ganrun.training import distributed
 from ganrun.training.ema import (
     copied_buffers,
     copy_weights,
@@ -46,6 +47,7 @@ from ganrun.training.guard import (
     rollback_target,
 )
 from ganrun.training.hooks import Hook
+from ganrun.training.precision import Precision, channels_last_batch, prepare_networks
 from ganrun.training.tb import NullWriter, TensorBoardWriter
 
 log = logging.getLogger(__name__)
@@ -85,13 +87,29 @@ def batches_before(t, step: int) -> int:
     return base + (first + later) * (int(t.n_critic_warmup) - int(t.n_critic))
 
 
-def _descend(opt, loss, params, stats, norm_key: str, logging_now: bool) -> None:
-    """One optimizer step on ``loss``; on log steps the gradient norm goes into ``stats``."""
+def _descend(
+    opt, loss, params, stats, norm_key: str, logging_now: bool, scaler=None, dist=None
+) -> torch.Tensor | None:
+    """One optimizer step on ``loss``; on log steps the gradient norm goes into ``stats``.
+    Under torchrun the gradients are averaged over ranks between backward() and step().
+    With an fp16 ``scaler``: backward of the scaled loss, unscale, and the step that the
+    scaler skips when a gradient is inf/NaN; returns whether the step was taken (a 0-d
+    bool tensor, no sync: the gradient norm is finite), else None."""
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss if scaler is None else scaler.scale(loss)).backward()
+    distributed.average_gradients(params, dist)
+    if scaler is None:
+        if logging_now:
+            stats[norm_key] = _grad_norm(params)
+        opt.step()
+        return None
+    scaler.unscale_(opt)
+    norm = _grad_norm(params)  # the scaler skips the step iff some gradient is inf/NaN
     if logging_now:
-        stats[norm_key] = _grad_norm(params)
-    opt.step()
+        stats[norm_key] = norm
+    scaler.step(opt)
+    scaler.update()
+    return torch.isfinite(norm)
 
 
 def _count(n: int) -> str:
@@ -142,6 +160,19 @@ class Trainer:
         self.guard = GuardState()  # rollbacks so far and their lr factor (trainer.on_nan)
         self._finite_step: int | None = None  # step whose weights last passed check_finite
         self.stopped_by: int | None = None  # the signal that stopped the loop early
+        self._stop_agreed = False  # a stop signal seen by some rank at the current step
+        # torchrun: this process's rank (only rank 0 logs, draws, evaluates, checkpoints)
+        self.dist = distributed.current()
+        self.precision = Precision(str(self.t.precision), self.device)
+        # the networks the phases run: G and D in channels_last / SyncBatchNorm /
+        # compiled as trainer.* asks; b.G and b.D stay the modules that are checkpointed
+        self.G_run, self.D_run = prepare_networks(built, self.t, self.dist)
+        self._rng_ranks: tuple[int, list] | None = None  # (step, every rank's RNG state)
+        if self.dist.enabled:  # one set of weights; each rank its own z from here on
+            for net in (built.G, built.D, built.G_ema):
+                if net is not None:
+                    distributed.broadcast_module(net, self.dist)
+            distributed.reseed(distributed.rank_seed(int(cfg.seed), self.dist.rank))
         self.last_checkpoint: Path | None = None
 
     def _n_fixed(self) -> int:
@@ -175,8 +206,12 @@ class Trainer:
         """The divergence guard (ganrun.training.guard): raise DivergenceError naming
         what is non-finite among ``values`` (logged losses, grad norms) and the weights
         and buffers of G, D and G_ema. The models cost one device sync, and are checked
-        once per step unless ``values`` is bad (then they are named too)."""
+        once per step unless ``values`` is bad (then they are named too). With
+        ``values`` (a log step) under fp16 also the loss scales: one below 1 is how an
+        fp16 run diverges (its inf/NaN steps are skipped, ganrun.training.precision)."""
         bad = nonfinite_values(values or {})
+        if values is not None:
+            bad += self.precision.too_small()
         if bad or self._finite_step != self.step:
             b = self.b
             nets = {"G": b.G, "D": b.D, **({"G_ema": b.G_ema} if b.G_ema is not None else {})}
@@ -210,6 +245,9 @@ class Trainer:
             "objective": b.objective.state_dict(),
             "hooks": {h.name: h.state_dict() for h in self.hooks},
             "rng": ckpt.rng_state(),
+            **self._rank_rng(),
+            # fp16's GradScaler states ({} in fp32/bf16)
+            "precision": self.precision.state_dict(),
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             # with interpolations kept, so `resume=... model.width=32` propagates like a fresh run
             "config_unresolved": OmegaConf.to_container(self.cfg, resolve=False),
@@ -253,7 +291,42 @@ class Trainer:
         self.elapsed = float(state.get("elapsed", 0.0))
         self.guard.load_state_dict(state.get("guard") or {})
         self._ema_stats_step = self._finite_step = None
+        self.precision.load_state_dict(state.get("precision") or {})
         ckpt.set_rng_state(state["rng"])
+        self._load_rank_rng(state)
+
+    def _rank_rng(self) -> dict[str, Any]:
+        """Every rank's RNG state (torchrun), gathered at this step's checkpoint; a
+        state written at another step (best.pt from an evaluation) has rank 0's only."""
+        if not self.dist.enabled or self._rng_ranks is None or self._rng_ranks[0] != self.step:
+            return {}
+        return {"rng_ranks": self._rng_ranks[1]}
+
+    def _gather_rng(self) -> None:
+        if self.dist.enabled:  # a collective: every rank, at every checkpoint step
+            self._rng_ranks = (self.step, distributed.gather_objects(ckpt.rng_state(), self.dist))
+
+    def _load_rank_rng(self, state: dict[str, Any]) -> None:
+        """Rank r continues with its own stored RNG state; a checkpoint of another number
+        of ranks (or of one) gives ranks > 0 fresh seeds from (seed, rank, step)."""
+        if not self.dist.enabled:
+            return
+        ranks = state.get("rng_ranks")
+        if ranks is not None and len(ranks) == self.dist.world:
+            ckpt.set_rng_state(ranks[self.dist.rank])
+            return
+        if self.dist.is_main:
+            log.warning(
+                "the checkpoint holds the RNG state of %s rank(s), this run has %d: ranks > 0 "
+                "draw from fresh seeds, so this resume is not bit-exact",
+                len(ranks) if ranks is not None else 1,
+                self.dist.world,
+            )
+        if self.dist.rank > 0:
+            from ganrun.data.base import _mix
+
+            seed = distributed.rank_seed(int(self.cfg.seed), self.dist.rank)
+            distributed.reseed(_mix(seed, self.step) % 2**31)
 
     def save_checkpoint(self) -> Path:
         path = ckpt.save(self.run_dir, self.step, self.state(), keep=int(self.t.keep_checkpoints))
@@ -338,6 +411,7 @@ class Trainer:
         stop = STOP.deferred()
         run_start = time.perf_counter()
         elapsed0 = self.elapsed
+        prec, dist = self.precision, self.dist
         with stop, self._closing(bar), self._handlers(installed_here):
             while self.step < total:
                 try:
@@ -351,17 +425,27 @@ class Trainer:
                     b.D.requires_grad_(True)
                     for _ in range(critic_steps(self.critic, step)):
                         real, real_c = next(stream)
-                        loss, stats = b.objective.d_loss(b.G, b.D, real, real_c, step)
-                        _descend(b.opt_d, loss, d_params, stats, "grad_norm/d", logging_now)
+                        with prec.phase("D"):
+                            loss, stats = b.objective.d_loss(
+                                self.G_run, self.D_run, real, real_c, step
+                            )
+                        ok = _descend(
+                            b.opt_d, loss, d_params, stats, "grad_norm/d", logging_now,
+                            prec.scaler("D"), dist,
+                        )  # fmt: skip
                         b.objective.after_d_step(b.D)
-                        self._accumulate(sums, counts, stats)
+                        self._accumulate(sums, counts, stats, ok, "amp/skipped_d")
 
                     # ---- generator: one step; D's weights need no gradients here
                     b.D.requires_grad_(False)
-                    loss, stats = b.objective.g_loss(b.G, b.D, real, real_c, step)
-                    _descend(b.opt_g, loss, g_params, stats, "grad_norm/g", logging_now)
+                    with prec.phase("G"):
+                        loss, stats = b.objective.g_loss(self.G_run, self.D_run, real, real_c, step)
+                    ok = _descend(
+                        b.opt_g, loss, g_params, stats, "grad_norm/g", logging_now,
+                        prec.scaler("G"), dist,
+                    )  # fmt: skip
                     b.D.requires_grad_(True)
-                    self._accumulate(sums, counts, stats)
+                    self._accumulate(sums, counts, stats, ok, "amp/skipped_g")
 
                     if b.G_ema is not None:
                         if step < int(t.ema_start):
@@ -371,46 +455,59 @@ class Trainer:
 
                     self.step = step + 1
                     self.elapsed = elapsed0 + (time.perf_counter() - run_start)
-                    if logging_now:
-                        now = time.perf_counter()
-                        values = {k: float(v) / counts[k] for k, v in sums.items()}
-                        self.check_finite(values)  # values are read back here anyway
-                        dt = max(now - interval_start, 1e-9)
-                        seen = batches_before(self.critic, self.step) - batches_before(
-                            self.critic, interval_step
-                        )
-                        values["perf/img_per_s"] = seen * batch / dt
-                        values["perf/steps_per_s"] = (self.step - interval_step) / dt
-                        values["perf/kimg"] = self.kimg
-                        values["lr/g"] = b.opt_g.param_groups[0]["lr"]
-                        values["lr/d"] = b.opt_d.param_groups[0]["lr"]
-                        self.writer.scalars(values, self.step)
-                        last = values
-                        sums, counts = {}, {}
-                        interval_start, interval_step = now, self.step
-                        self._report(bar, values)
-                    if bar is not None:
-                        bar.update(1)
-                    # pictures, hooks and checkpoints read the models through
-                    # eval_generator() / state(), which run the same guard
-                    if self.step % t.image_every == 0 or self.step == total:
-                        self.write_picture()
-                    for hook in self.hooks:
-                        self._record(hook.after_step(self))
-                    if self.step % t.checkpoint_every == 0 or self.step == total:
-                        self.save_checkpoint()
-                    if STOP.signum is not None:
-                        self.stopped_by = STOP.signum
-                        log.warning(
-                            "%s: checkpointing at step %d and stopping",
-                            signal_name(STOP.signum),
-                            self.step,
-                        )
-                        if self.step % t.checkpoint_every != 0 and self.step != total:
-                            self.save_checkpoint()
+                    checkpoint_now = self.step % t.checkpoint_every == 0 or self.step == total
+                    # what every rank does together, before anything below can raise:
+                    # the logged values averaged over ranks, the ranks' RNG states
+                    values = self._read_values(sums, counts) if logging_now else None
+                    if checkpoint_now:
+                        self._gather_rng()
+                    found: DivergenceError | None = None
+                    try:
+                        if values is not None:
+                            now = time.perf_counter()
+                            self.check_finite(values)  # values are read back here anyway
+                            dt = max(now - interval_start, 1e-9)
+                            seen = batches_before(self.critic, self.step) - batches_before(
+                                self.critic, interval_step
+                            )
+                            values["perf/img_per_s"] = seen * batch / dt
+                            values["perf/steps_per_s"] = (self.step - interval_step) / dt
+                            values["perf/kimg"] = self.kimg
+                            values["lr/g"] = b.opt_g.param_groups[0]["lr"]
+                            values["lr/d"] = b.opt_d.param_groups[0]["lr"]
+                            values.update(
+                                {f"amp/scale_{p.lower()}": v for p, v in prec.scales().items()}
+                            )
+                            self.writer.scalars(values, self.step)
+                            last = values
+                            sums, counts = {}, {}
+                            interval_start, interval_step = now, self.step
+                            self._report(bar, values)
+                        if bar is not None:
+                            bar.update(1)
+                        # pictures, hooks and checkpoints (rank 0) read the models through
+                        # eval_generator() / state(), which run the same guard
+                        if dist.is_main:
+                            if self.step % t.image_every == 0 or self.step == total:
+                                self.write_picture()
+                            for hook in self.hooks:
+                                self._record(hook.after_step(self))
+                            if checkpoint_now:
+                                self.save_checkpoint()
+                    except DivergenceError as e:
+                        found = e
+                    # a stop signal or a divergence on any rank stops every rank
+                    signum, diverged = distributed.agree(
+                        [STOP.signum or 0, found is not None], dist
+                    )
+                    self._stop_agreed = bool(signum)
+                    if diverged:
+                        raise found or DivergenceError(self.step, ["values found by another rank"])
+                    if signum:
+                        self._stop(signum, checkpointed=checkpoint_now)
                         break
                 except DivergenceError as e:
-                    self._roll_back(e, signalled=STOP.signum is not None)  # or raise
+                    self._roll_back(e, signalled=self._stop_agreed)  # or raise
                     stream.close()
                     stream = self._stream()  # the data the checkpoint's step sees
                     sums, counts = {}, {}
@@ -463,20 +560,47 @@ class Trainer:
                 STOP.reset()
 
     def _stream(self):
-        """Real batches from the one D sees first at generator step ``self.step``."""
-        return self.b.data.batches(
-            int(self.t.batch_size),
-            int(self.cfg.seed),
-            start=batches_before(self.critic, self.step),
-            device=self.device,
-            num_workers=int(self.t.num_workers),
+        """Real batches from the one D sees first at generator step ``self.step``: under
+        torchrun this rank's slice of the global batch (trainer.batch_size is global)."""
+        stream = distributed.shard(
+            self.b.data.batches(
+                int(self.t.batch_size),
+                int(self.cfg.seed),
+                start=batches_before(self.critic, self.step),
+                device=self.device,
+                num_workers=int(self.t.num_workers),
+            ),
+            self.dist,
         )
+        if self.t.channels_last:
+            stream = ((channels_last_batch(x), c) for x, c in stream)
+        return stream
+
+    def _stop(self, signum: int, checkpointed: bool) -> None:
+        """A stop signal (on any rank): one checkpoint of this step, then the loop ends."""
+        self.stopped_by = STOP.signum or signum
+        log.warning(
+            "%s: checkpointing at step %d and stopping", signal_name(self.stopped_by), self.step
+        )
+        if checkpointed:
+            return
+        self._gather_rng()
+        found = None
+        try:
+            if self.dist.is_main:
+                self.save_checkpoint()
+        except DivergenceError as e:
+            found = e
+        if distributed.agree([found is not None], self.dist)[0]:
+            raise found or DivergenceError(self.step, ["values found by another rank"])
 
     def _roll_back(self, e: DivergenceError, signalled: bool = False) -> None:
         """trainer.on_nan: raise ``e`` as the run's one-line error, or reload the last
         good step checkpoint in place (as a resume does; ganrun.training.guard picks it)
         and lower both learning rates by trainer.rollback_lr_factor from then on."""
-        path, state = rollback_target(self.run_dir, e, self.t, self.guard, signalled)
+        path, state = distributed.rank0_decides(
+            lambda: rollback_target(self.run_dir, e, self.t, self.guard, signalled), self.dist
+        )
         rollbacks, factor = self.guard.rollbacks, self.guard.lr_factor
         self.load_state(state, path)
         self.guard.rollbacks = rollbacks + 1
@@ -509,14 +633,37 @@ class Trainer:
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
-    def _accumulate(sums, counts, stats):
+    def _accumulate(sums, counts, stats, ok=None, skipped_key=None):
+        """Add a phase's stats to the interval's sums. ``ok`` (fp16: whether the scaler
+        took the step, a 0-d tensor): a skipped step's values, possibly inf/NaN, are
+        left out (no sync), and ``skipped_key`` counts the skipped fraction."""
+        if ok is not None:
+            stats = {k: torch.where(ok, v.detach(), 0.0) for k, v in stats.items()}
+            stats[skipped_key] = (~ok).float()
         for k, v in stats.items():
             v = v.detach()
+            n = ok.float() if ok is not None and k != skipped_key else 1
             sums[k] = sums[k] + v if k in sums else v.clone()
-            counts[k] = counts.get(k, 0) + 1
+            counts[k] = counts[k] + n if k in counts else n
+
+    def _read_values(self, sums, counts) -> dict[str, float]:
+        """The interval's averages as floats: one read-back (and, under torchrun, one
+        all-reduce: the mean over every rank's steps). A value no step counted (fp16:
+        every step of the interval skipped) is left out."""
+        keys = list(sums)  # insertion order: the same on every rank (the same code ran)
+        if not keys:
+            return {}
+        device = sums[keys[0]].device
+        packed = torch.stack(
+            [sums[k].float().reshape(()).to(device) for k in keys]
+            + [torch.as_tensor(counts[k], dtype=torch.float32, device=device) for k in keys]
+        )
+        packed = distributed.sum_values(packed, self.dist).tolist()
+        n = len(keys)
+        return {k: packed[i] / packed[n + i] for i, k in enumerate(keys) if packed[n + i] > 0}
 
     def _progress(self, total):
-        if not self.t.progress:
+        if not self.t.progress or not self.dist.is_main:
             return None
         from tqdm import tqdm
 
