@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ganrun.errors import ConfigError
+from ganrun.models.vbn import VirtualBatchNorm
 
 Z_DISTRIBUTIONS = ("normal", "uniform")
 
@@ -171,13 +172,13 @@ class Discriminator(Capabilities, nn.Module):
 
 def dcgan_init(module: nn.Module, std: float = 0.02) -> None:
     """N(0, std) conv/linear weights, N(1, std) BatchNorm scales, zero biases
-    (Radford et al. 2015, Sec. 4)."""
+    (Radford et al. 2015, Sec. 4); virtual batch norm's scales as BatchNorm's."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             nn.init.normal_(m.weight, 0.0, std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d, VirtualBatchNorm)):
             nn.init.normal_(m.weight, 1.0, std)
             nn.init.zeros_(m.bias)
 

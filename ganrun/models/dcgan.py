@@ -20,7 +20,11 @@ This form is ganrun's, not the paper's.
 concatenated along channels (images) or features (points), so only its input
 layer widens (ganrun/models/packing.py).
 
-``norm`` picks D's normalization: ``batch`` (the paper), ``layer`` or ``none``
+G's ``norm`` is ``batch`` (the paper) or ``virtual_batch``: virtual batch
+normalization (Salimans et al. 2016, Sec. 3.4; ganrun/models/vbn.py) with a
+fixed reference batch of ``reference_size`` latents drawn from ``reference_seed``.
+
+D's ``norm`` picks D's normalization: ``batch`` (the paper), ``layer`` or ``none``
 (critics under a gradient penalty: WGAN-GP, Gulrajani et al. 2017, Sec. 4).
 """
 
@@ -30,7 +34,7 @@ import torch
 from torch import nn
 
 from ganrun.errors import ConfigError
-from ganrun.models import base
+from ganrun.models import base, vbn
 from ganrun.models.minibatch import MinibatchHead, check_minibatch_features
 from ganrun.models.packing import check_pack, pack_samples
 
@@ -54,46 +58,68 @@ def _d_norm(kind: str, channels: int, image: bool) -> nn.Module:
 class Generator(base.Generator):
     RESOLUTIONS = tuple(_LAYOUT)
 
-    def __init__(self, data_shape, z_dim: int = 100, width: int = 64, z_dist: str = "uniform"):
+    def __init__(
+        self,
+        data_shape,
+        z_dim: int = 100,
+        width: int = 64,
+        z_dist: str = "uniform",
+        norm: str = "batch",
+        reference_size: int = 64,
+        reference_seed: int = 0,
+    ):
         super().__init__(z_dim, data_shape, z_dist)
         if (why := self.check_data(self.data_shape, 0)) is not None:
             raise ConfigError(why)
         if width < 1:
             raise ConfigError(f"model.width must be >= 1, got {width}")
+        vbn.check_norm(norm, reference_size)
+
+        def bn(features: int, image: bool) -> nn.Module:
+            return vbn.norm_layer(norm, features, reference_size, image)
+
         if len(self.data_shape) == 1:
             h = 4 * width
             self.net = nn.Sequential(
-                nn.Linear(z_dim, h, bias=False), nn.BatchNorm1d(h), nn.ReLU(True),
-                nn.Linear(h, h, bias=False), nn.BatchNorm1d(h), nn.ReLU(True),
+                nn.Linear(z_dim, h, bias=False), bn(h, False), nn.ReLU(True),
+                nn.Linear(h, h, bias=False), bn(h, False), nn.ReLU(True),
                 nn.Linear(h, self.data_shape[0]),
             )  # fmt: skip
-            base.dcgan_init(self)
-            return
-        channels, res, _ = self.data_shape
-        start, stages = _LAYOUT[res]
-        ch = width * 2 ** (stages - 1)
-        layers: list[nn.Module] = [
-            # project z (as a 1x1 map) to start x start x ch: the paper's first
-            # "project and reshape" step as a convolution
-            nn.ConvTranspose2d(z_dim, ch, start, 1, 0, bias=False),
-            nn.BatchNorm2d(ch),
-            nn.ReLU(True),
-        ]
-        for _ in range(stages - 1):
-            layers += [
-                nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(ch // 2),
+        else:
+            channels, res, _ = self.data_shape
+            start, stages = _LAYOUT[res]
+            ch = width * 2 ** (stages - 1)
+            layers: list[nn.Module] = [
+                # project z (as a 1x1 map) to start x start x ch: the paper's first
+                # "project and reshape" step as a convolution
+                nn.ConvTranspose2d(z_dim, ch, start, 1, 0, bias=False),
+                bn(ch, True),
                 nn.ReLU(True),
             ]
-            ch //= 2
-        layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1, bias=False), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
+            for _ in range(stages - 1):
+                layers += [
+                    nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False),
+                    bn(ch // 2, True),
+                    nn.ReLU(True),
+                ]
+                ch //= 2
+            layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1, bias=False), nn.Tanh()]
+            self.net = nn.Sequential(*layers)
         base.dcgan_init(self)
+        # Salimans et al. 2016, Sec. 3.4: the fixed reference batch (ganrun/models/vbn.py)
+        self.reference = (
+            vbn.make_reference(self, reference_size, reference_seed)
+            if norm == "virtual_batch"
+            else None
+        )
 
-    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+    def _net(self, z: torch.Tensor) -> torch.Tensor:
         if len(self.data_shape) == 1:
             return self.net(z)
         return self.net(z.view(z.shape[0], self.z_dim, 1, 1))
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        return vbn.run(self.reference, self._net, z)
 
 
 class Discriminator(base.Discriminator):

@@ -17,6 +17,10 @@ Networks (App. C.1, Table 1, MNIST):
 * G: FC 1024, BN, ReLU; FC 7x7x128, BN, ReLU; 4x4 up-conv 64 stride 2, BN,
   ReLU; 4x4 up-conv 1 channel stride 2, tanh.
 
+G's ``norm=virtual_batch`` swaps its BatchNorms for virtual batch norm (Salimans
+et al. 2016, Sec. 3.4; ganrun/models/vbn.py), ganrun's option; the reference
+latents include codes drawn as ``sample_z`` draws them.
+
 The ``info`` regularizer (``MutualInformation``) is lambda times the negative
 variational lower bound L_I(G, Q) of Eq. 4 (up to the constant entropy H(c)):
 cross-entropy for categorical codes, Gaussian negative log-likelihood for
@@ -46,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganrun.errors import ConfigError
-from ganrun.models import base
+from ganrun.models import base, vbn
 from ganrun.objective import Batch, Regularizer
 
 _START = {28: 7, 32: 8}  # side of G's first feature map / D's last: resolution / 4
@@ -78,6 +82,9 @@ class Generator(base.Generator):
         width: int = 64,
         fc_width: int = 1024,
         z_dist: str = "uniform",
+        norm: str = "batch",
+        reference_size: int = 64,
+        reference_seed: int = 0,
     ):
         cats, cont = _check_codes(categorical, continuous)
         if noise_dim < 1:
@@ -87,22 +94,33 @@ class Generator(base.Generator):
             raise ConfigError(why)
         if width < 1 or fc_width < 1:
             raise ConfigError(f"model.width and fc_width must be >= 1, got {width}, {fc_width}")
+        vbn.check_norm(norm, reference_size)
         self.noise_dim, self.categorical, self.continuous = int(noise_dim), cats, cont
         channels, res, _ = self.data_shape
         self.start = _START[res]
+
+        def bn(features: int, image: bool) -> nn.Module:  # model.G.norm: batch | virtual_batch
+            return vbn.norm_layer(norm, features, reference_size, image)
+
         self.fc = nn.Sequential(
-            nn.Linear(self.z_dim, fc_width, bias=False), nn.BatchNorm1d(fc_width), nn.ReLU(True),
+            nn.Linear(self.z_dim, fc_width, bias=False), bn(fc_width, False), nn.ReLU(True),
             nn.Linear(fc_width, 2 * width * self.start**2, bias=False),
-            nn.BatchNorm1d(2 * width * self.start**2), nn.ReLU(True),
+            bn(2 * width * self.start**2, False), nn.ReLU(True),
         )  # fmt: skip
         self.conv = nn.Sequential(
             nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False),
-            nn.BatchNorm2d(width),
+            bn(width, True),
             nn.ReLU(True),
             nn.ConvTranspose2d(width, channels, 4, 2, 1),
             nn.Tanh(),
         )
         base.dcgan_init(self)  # the authors' code: N(0, 0.02) weights, N(1, 0.02) BN scales
+        # virtual batch norm's reference latents (codes included), Salimans et al. 2016, Sec. 3.4
+        self.reference = (
+            vbn.make_reference(self, reference_size, reference_seed)
+            if norm == "virtual_batch"
+            else None
+        )
 
     # -- the latent layout: [noise | one-hot categorical codes | continuous codes]
     def codes(self) -> list[tuple[str, int]]:
@@ -160,9 +178,11 @@ class Generator(base.Generator):
             )
         return torch.cat(parts, dim=1)
 
+    def _net(self, z: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.fc(z).view(z.shape[0], -1, self.start, self.start))
+
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.fc(z).view(z.shape[0], -1, self.start, self.start)
-        return self.conv(h)
+        return vbn.run(self.reference, self._net, z)
 
 
 class Discriminator(base.Discriminator):

@@ -14,6 +14,8 @@ Standard CNN (App. B.4, Table 3), ``Generator``/``Discriminator``:
   256; 4x4 s2 conv 256; 3x3 conv 512; each lReLU(0.1); dense -> 1. Every
   layer spectrally normalized.
 * ``width`` w scales the channels (w = 64 gives the table's 64..512).
+* G's ``norm=virtual_batch`` swaps its BatchNorms for virtual batch norm
+  (Salimans et al. 2016, Sec. 3.4; ganrun/models/vbn.py), ganrun's option.
 * Resolutions 32 (CIFAR-10) and 48 (STL-10, M_g = 6) as in the paper; 64 by
   the same rule (ganrun's addition).
 
@@ -46,7 +48,7 @@ import torch
 from torch import nn
 
 from ganrun.errors import ConfigError
-from ganrun.models import base
+from ganrun.models import base, vbn
 from ganrun.models.layers import DBlock, GBlock, sn
 
 RESOLUTIONS = (32, 48, 64)
@@ -81,30 +83,49 @@ class Generator(base.Generator):
     RESOLUTIONS = RESOLUTIONS
     IMAGES_ONLY = True
 
-    def __init__(self, data_shape, z_dim: int = 128, width: int = 64, z_dist: str = "normal"):
+    def __init__(
+        self,
+        data_shape,
+        z_dim: int = 128,
+        width: int = 64,
+        z_dist: str = "normal",
+        norm: str = "batch",
+        reference_size: int = 64,
+        reference_seed: int = 0,
+    ):
         super().__init__(z_dim, data_shape, z_dist)
         _check(type(self), self.data_shape)
         _check_width(width)
+        vbn.check_norm(norm, reference_size)
         channels, res, _ = self.data_shape
         self.bottom, ch = res // 8, 8 * width
         self.dense = nn.Sequential(
             _normal(nn.Linear(z_dim, self.bottom**2 * ch)),
-            nn.BatchNorm1d(self.bottom**2 * ch),
+            vbn.norm_layer(norm, self.bottom**2 * ch, reference_size, image=False),
             nn.ReLU(True),
         )
         layers: list[nn.Module] = []
         for _ in range(3):
             layers += [
                 _normal(nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1)),
-                nn.BatchNorm2d(ch // 2),
+                vbn.norm_layer(norm, ch // 2, reference_size, image=True),
                 nn.ReLU(True),
             ]
             ch //= 2
         layers += [_normal(nn.Conv2d(ch, channels, 3, 1, 1)), nn.Tanh()]
         self.conv = nn.Sequential(*layers)
+        # model.G.norm=virtual_batch: Salimans et al. 2016, Sec. 3.4 (ganrun/models/vbn.py)
+        self.reference = (
+            vbn.make_reference(self, reference_size, reference_seed)
+            if norm == "virtual_batch"
+            else None
+        )
+
+    def _net(self, z: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.dense(z).view(z.shape[0], -1, self.bottom, self.bottom))
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        return self.conv(self.dense(z).view(z.shape[0], -1, self.bottom, self.bottom))
+        return vbn.run(self.reference, self._net, z)
 
 
 class Discriminator(base.Discriminator):
