@@ -17,7 +17,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev,sweeps]'
+	$(BIN)/python -m pip install -e '.[dev,sweeps,wandb]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install ganrun with its dev tools (once)

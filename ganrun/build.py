@@ -266,6 +266,9 @@ def validate(cfg: DictConfig) -> None:
         )
     resolve_device(t.device)
     check_speed_settings(cfg)  # trainer.precision, compile, torchrun's batch per rank
+    from ganrun.training.loggers import check as check_loggers
+
+    check_loggers(cfg)  # e.g. logger=wandb without wandb installed
     regs = cfg.get("regularizer") or {}
     if "info" in regs and not (
         hasattr(get_class(cfg.model.G._target_), "split_latent")

@@ -73,8 +73,24 @@ class TrainerConfig:
 
 @dataclass
 class LoggerConfig:
-    tensorboard: bool = True
+    """Where scalars, pictures and the end-of-run hparams go (ganrun/training/loggers.py).
+    Each option of the multi-select group conf/logger/ switches on its own backend, so
+    ``logger=[tensorboard,csv,wandb]`` merges three files that each set one flag; the
+    flags are off here and ``logger: [tensorboard]`` in conf/train.yaml is the default."""
+
+    tensorboard: bool = False
     subdir: str = "tb"  # event files go to <run dir>/<subdir>
+    csv: bool = False
+    csv_file: str = "metrics.csv"  # <run dir>/<csv_file>: step, kimg, wall_time, every scalar
+    wandb: bool = False  # Weights & Biases (pip install 'ganrun[wandb]')
+    wandb_project: str = "ganrun"
+    wandb_entity: Optional[str] = None  # null = wandb's default entity
+    # online, offline or disabled; null = $WANDB_MODE, else online (offline needs no network
+    # or account: `wandb sync <run dir>/wandb/offline-run-*` uploads it later)
+    wandb_mode: Optional[str] = None
+    wandb_name: Optional[str] = None  # null = the run dir's last two parts (date/time, sweep/job)
+    wandb_group: Optional[str] = None  # e.g. one name for a sweep's jobs
+    wandb_tags: list[str] = field(default_factory=list)
 
 
 @dataclass

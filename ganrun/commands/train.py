@@ -25,6 +25,7 @@ from ganrun.errors import CheckpointError, DivergenceError, GanrunError, Stopped
 from ganrun.metrics.hook import make_evaluator, sweep_score, sweep_value
 from ganrun.paths import conf_dir, config_groups
 from ganrun.signals import STOP, Interrupted, signal_name
+from ganrun.training.loggers import end_run
 from ganrun.training.rundir import (
     RunDirLock,
     RunStatus,
@@ -146,6 +147,7 @@ def train(
                     e = Stopped(_stopped_message(e.signum, trainer, run_dir))
                 if owned:
                     _record(status, trainer, e)
+                end_run(trainer, _outcome(e), task_overrides)  # the loggers' last record
                 if isinstance(e, Stopped):
                     raise e from None
                 raise
@@ -156,6 +158,7 @@ def train(
                 "metric": None, "value": None, "why": why,
             }  # fmt: skip
             status.write("finished", trainer.step, exit_status=0, sweep=sweep)
+            end_run(trainer, "finished", task_overrides, {"sweep/value": value})
             result = dict(result)
             result["sweep/value"] = value
             return result
@@ -195,12 +198,18 @@ def _summary(trainer, run_dir: Path) -> None:
     log.info("\n".join(lines))
 
 
+def _outcome(e: BaseException) -> str:
+    """status.json's word for a run that ended with ``e``."""
+    if isinstance(e, GanrunError):
+        return {Stopped: "stopped", DivergenceError: "diverged"}.get(type(e), "failed")
+    return "stopped" if isinstance(e, KeyboardInterrupt) else "failed"
+
+
 def _record(status: RunStatus, trainer, e: BaseException) -> None:
     """status.json for a run that ended with ``e``."""
     step = trainer.step if trainer is not None else 0
     if isinstance(e, GanrunError):
-        what = {Stopped: "stopped", DivergenceError: "diverged"}.get(type(e), "failed")
-        status.write(what, step, message=str(e), exit_status=e.exit_status)
+        status.write(_outcome(e), step, message=str(e), exit_status=e.exit_status)
     elif isinstance(e, KeyboardInterrupt):  # a second Ctrl-C
         status.write("stopped", step, message="interrupted (a second Ctrl-C)", exit_status=130)
     else:  # a bug: the traceback follows on the terminal

@@ -47,8 +47,9 @@ from ganrun.training.guard import (
     rollback_target,
 )
 from ganrun.training.hooks import Hook
+from ganrun.training.loggers import make_writer
 from ganrun.training.precision import Precision, channels_last_batch, prepare_networks
-from ganrun.training.tb import NullWriter, TensorBoardWriter
+from ganrun.training.tb import NullWriter
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +348,10 @@ class Trainer:
             G.train(was_training)
         centers = getattr(self.b.data, "centers", None)
         return viz.picture(
-            x, nrow=int(math.sqrt(x.shape[0])) if x.dim() == 4 else 8, centers=centers
+            x,
+            nrow=int(math.sqrt(x.shape[0])) if x.dim() == 4 else 8,
+            centers=centers,
+            step=self.step,
         )
 
     def _split_c(self, size):
@@ -377,10 +381,9 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = not t.deterministic
             torch.set_float32_matmul_precision("high")
-        if self.cfg.logger.tensorboard:
-            self.writer = TensorBoardWriter(
-                self.run_dir / self.cfg.logger.subdir, purge_step=self.step
-            )
+        # the loggers (logger=...); what an earlier attempt logged after this step's
+        # checkpoint is void, so a resumed run's curves do not double back
+        self.writer = make_writer(self.cfg, self.run_dir, purge_step=self.step + 1)
         log.info(
             "%s | G %s params, D %s params | %s | device %s | run dir %s",
             self.cfg.model.get("name", "model"),
@@ -616,11 +619,7 @@ class Trainer:
             self.guard.rollbacks,
             int(self.t.max_rollbacks),
         )
-        if self.cfg.logger.tensorboard:  # hide the abandoned steps (after this one)
-            self.writer.close()
-            self.writer = TensorBoardWriter(
-                self.run_dir / self.cfg.logger.subdir, purge_step=self.step + 1
-            )
+        self.writer.rewind(self.step + 1)  # hide the abandoned steps (after this one)
         self.writer.scalars(
             {"guard/rollbacks": self.guard.rollbacks, "guard/lr_factor": self.guard.lr_factor},
             self.step,
