@@ -160,6 +160,18 @@ class RejectionConfig:
 
 
 @dataclass
+class ArithmeticConfig:
+    """Latent vector arithmetic (Radford et al. 2015, Sec. 6.3; ganrun.sampling.arithmetic):
+    tiles of the grid that ``numbered=true`` draws with the same seed= and n=."""
+
+    a: list[int] = field(default_factory=list)  # tiles whose mean z is A
+    b: list[int] = field(default_factory=list)  # ... B (subtracted)
+    c: list[int] = field(default_factory=list)  # ... C (added): the result is A - B + C
+    noise: int = 8  # results with uniform noise added to A - B + C (the paper's Fig. 7: 8)
+    noise_scale: float = 0.25  # that noise is U(-scale, scale) per dimension (Fig. 7: 0.25)
+
+
+@dataclass
 class SampleConfig:
     ckpt: str = MISSING  # run dir or checkpoint file
     n: int = 64
@@ -182,6 +194,11 @@ class SampleConfig:
     mixing: bool = False
     mixing_columns: int = 5  # source A images across the top
     mixing_rows: int = 2  # source B rows for each of the coarse, middle and fine groups
+    # the plain grid with each tile's number (0..n-1) drawn above it: pick exemplars for
+    # arithmetic.* from it (same seed= and n=)
+    numbered: bool = False
+    # DCGAN latent vector arithmetic: arithmetic.a=[..] arithmetic.b=[..] arithmetic.c=[..]
+    arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig)
     use_ema: bool = True  # sample from G_ema when the checkpoint has one
     # plain grids of unconditional models: keep only what discriminator rejection
     # sampling accepts (rejection.method=drs; the estimator is shared with ganrun eval)

@@ -6,6 +6,11 @@ a grid (default), ``per_image=true`` n single PNGs into the folder ``out``, or
 ``interpolate=true`` rows of spherical interpolations between latent pairs.
 Class-conditional models draw one row per class (``class_idx=k``: all of class
 k); ``traverse=true code=i`` varies one latent code of an InfoGAN per row.
+``numbered=true`` writes the grid with tile numbers, and ``arithmetic.a=[..]
+arithmetic.b=[..] arithmetic.c=[..]`` (same seed= and n=) the latent arithmetic
+A - B + C of those tiles (Radford et al. 2015, Sec. 6.3; ganrun.sampling.arithmetic).
+Figures only some generators draw (StyleGAN's ``mixing=true``) come from the
+generator itself (``G.figure(name, settings, ...)``), so this command imports no model.
 """
 
 from __future__ import annotations
@@ -116,6 +121,13 @@ def check_count(cfg: DictConfig, data_shape=None) -> None:
     for key in ("steps", "mixing_columns", "mixing_rows"):  # a row's or a column's length
         if cfg[key] > limit:
             raise ConfigError(f"{key}={cfg[key]} is too large: at most {limit} per picture")
+    node = cfg.arithmetic  # 4 rows of (the longest row + a gap + the means' column)
+    longest = max(node.noise, *(len(node[g]) for g in ("a", "b", "c")))
+    if 4 * (longest + 2) > limit:
+        raise ConfigError(
+            f"arithmetic rows of {longest} images are too long: at most {limit // 4 - 2} "
+            "exemplars per group and arithmetic.noise results"
+        )
     if cfg.mixing and (cfg.mixing_columns + 1) * (3 * cfg.mixing_rows + 1) > limit:
         raise ConfigError(
             f"mixing_columns={cfg.mixing_columns} and mixing_rows={cfg.mixing_rows} make a "
@@ -151,6 +163,9 @@ def check_settings(cfg: DictConfig) -> None:
         raise ConfigError(f"out={cfg.out} should name a .png (or .jpg) file")
     check_code_modes(cfg)
     check_mixing_mode(cfg)
+    from ganrun.sampling import arithmetic
+
+    arithmetic.check_settings(cfg)
     rejection = RejectionSettings.from_config(cfg.rejection)
     rejection.check()
     if rejection.enabled and (cfg.interpolate or cfg.traverse or cfg.mixing):
@@ -167,10 +182,26 @@ def check(cfg: DictConfig) -> None:
     path, state = ckpt.load(cfg.ckpt)
     refuse_nonfinite(path, state, [generator_key(state, cfg.use_ema)])
     check_count(cfg, (state.get("data") or {}).get("shape"))
+    if cfg.numbered or _arithmetic(cfg):
+        from ganrun.sampling import arithmetic
+
+        arithmetic.check_stored_model(
+            OmegaConf.create(state["config"]), state.get("data") or {}, _arithmetic(cfg)
+        )
+
+
+def _arithmetic(cfg: DictConfig) -> bool:
+    from ganrun.sampling import arithmetic
+
+    return arithmetic.enabled(cfg.arithmetic)
 
 
 def check_model_modes(cfg: DictConfig, G) -> None:
-    """class_idx / traverse against what the loaded generator can do."""
+    """class_idx / traverse / numbered / arithmetic against what the loaded generator can do."""
+    if cfg.numbered or _arithmetic(cfg):
+        from ganrun.sampling import arithmetic
+
+        arithmetic.check_generator(G, G.data_shape, _arithmetic(cfg))
     nc = getattr(G, "num_classes", 0)
     if cfg.class_idx is not None:
         if not nc:
@@ -236,16 +267,19 @@ def check_mixing_mode(cfg: DictConfig) -> None:
         )
 
 
-def mixing_grid(G, cfg: DictConfig, gen, device) -> tuple[torch.Tensor, int]:
-    """StyleGAN's style-mixing figure (Karras et al. 2019, Fig. 3): (images, per row)."""
-    if not hasattr(G, "mixing_ranges"):
-        raise ConfigError("mixing=true needs a style-based generator (model=stylegan)")
-    from ganrun.models.stylegan import style_mixing_grid
+# figures only some generators draw: ``<name>=true`` asks G.figure(name, ...) for it;
+# the hint names a model that draws it, for the one-line refusal of the others
+MODEL_FIGURES = {"mixing": "a style-based generator (model=stylegan)"}
 
-    return style_mixing_grid(
-        G, cfg.mixing_columns, cfg.mixing_rows, device=device, generator=gen,
-        truncation=cfg.truncation,
-    )  # fmt: skip
+
+def model_figure(G, name: str, cfg: DictConfig, gen, device) -> tuple[torch.Tensor, int]:
+    """A figure of the generator's own (``G.figure``, e.g. StyleGAN's style mixing,
+    Karras et al. 2019, Fig. 3): (images, per row)."""
+    method = getattr(G, "figure", None)
+    drawn = method(name, cfg, device=device, generator=gen) if method is not None else None
+    if drawn is None:
+        raise ConfigError(f"{name}=true needs {MODEL_FIGURES.get(name, 'another model')}")
+    return drawn
 
 
 def sample(cfg: DictConfig, default_out: Path) -> list[Path]:
@@ -262,8 +296,16 @@ def sample(cfg: DictConfig, default_out: Path) -> list[Path]:
     trunc, g_kwargs = truncation_args(G, cfg.truncation)  # in z, or in W (StyleGAN)
     out = Path(cfg.out) if cfg.out else default_out
 
-    if cfg.mixing:
-        return [_write_grid(*mixing_grid(G, cfg, gen, device), out)]
+    for name in MODEL_FIGURES:
+        if cfg[name]:
+            return [_write_grid(*model_figure(G, name, cfg, gen, device), out)]
+
+    if _arithmetic(cfg):  # the grid's latents, as the plain grid below draws them
+        from ganrun.sampling import arithmetic
+
+        z = G.sample_z(cfg.n, device=device, generator=gen, truncation=trunc)
+        picture = arithmetic.figure(G, cfg, z, lambda zs: generate(G, zs, None, **g_kwargs), gen)
+        return [_write_picture(picture, out)]
 
     if cfg.traverse:
         z, c, cols = traversal_latents(G, cfg, gen, device)
@@ -310,6 +352,10 @@ def sample(cfg: DictConfig, default_out: Path) -> list[Path]:
             paths.append(p)
         print(f"wrote {len(paths)} images to {folder}")
         return paths
+    if cfg.numbered:  # tile i is latent i of arithmetic.* with this seed= and n=
+        from ganrun.sampling import arithmetic
+
+        return [_write_picture(arithmetic.numbered_picture(x, nrow), out)]
     centers = _centers(train_cfg) if x.dim() == 2 else None
     return [_write_grid(x, nrow, out, centers)]
 
@@ -344,9 +390,13 @@ def _centers(train_cfg):
 
 
 def _write_grid(x: torch.Tensor, nrow: int, out: Path, centers=None) -> Path:
+    return _write_picture(viz.picture(x, nrow=nrow, centers=centers), out)
+
+
+def _write_picture(picture: torch.Tensor, out: Path) -> Path:
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise ConfigError(f"out={out} should name a .png (or .jpg) file")
-    fsio.write_image(viz.picture(x, nrow=nrow, centers=centers), out, OUT_ELSEWHERE)
+    fsio.write_image(picture, out, OUT_ELSEWHERE)
     print(f"wrote {out}")
     return out
 

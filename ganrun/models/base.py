@@ -147,6 +147,14 @@ class Generator(Capabilities, nn.Module):
             return None, {"truncation": float(truncation)}
         return truncation, {}
 
+    def figure(self, name: str, settings, *, device="cpu", generator=None):
+        """A figure that only some generators draw, asked for by ``ganrun sample
+        <name>=true`` (StyleGAN: ``mixing``), as (images (N, C, H, W), images per
+        row); ``settings`` is the sample config. None: this generator draws no such
+        figure (the sample command then refuses with one line). The command names no
+        model; a generator with a figure of its own overrides this."""
+        return None
+
 
 class Discriminator(Capabilities, nn.Module):
     """Base class: holds the input shape.

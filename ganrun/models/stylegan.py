@@ -303,6 +303,17 @@ class Generator(base.Generator):
             "fine": (split, self.num_ws),
         }
 
+    def figure(self, name: str, settings, *, device="cpu", generator=None):
+        """``ganrun sample mixing=true``: the style-mixing grid of Fig. 3
+        (``style_mixing_grid`` with ``settings.mixing_columns`` / ``mixing_rows`` /
+        ``truncation``); other figures are the base class's (none)."""
+        if name != "mixing":
+            return super().figure(name, settings, device=device, generator=generator)
+        return style_mixing_grid(
+            self, settings.mixing_columns, settings.mixing_rows, device=device,
+            generator=generator, truncation=settings.truncation,
+        )  # fmt: skip
+
     def forward(
         self,
         z: torch.Tensor,

@@ -1,0 +1,2 @@
+"""Pictures ``ganrun sample`` draws beyond plain grids (latent vector arithmetic,
+numbered grids); model-specific figures live with their models (``G.figure``)."""
