@@ -277,6 +277,13 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             "regularizer=info needs a model with latent codes and a Q head (model=infogan)"
         )
+    for node in regs.values():  # a regularizer that needs something of the networks says so
+        check = getattr(get_class(node._target_), "check_models", None)
+        why = check and check(
+            get_class(cfg.model.G._target_), get_class(cfg.model.D._target_), classes
+        )
+        if why:
+            raise ConfigError(why)
     # cheap to build, and building checks values and pairings (e.g. a regularizer
     # that needs a logistic loss) before a run dir exists
     objective = build_objective(cfg, classes)

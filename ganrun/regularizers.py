@@ -18,6 +18,8 @@ term without a second derivative says ``first_order = True`` (trainer.compile).
                            Salimans et al. 2016, Secs. 3.4, 3.1, 3.3. (Minibatch
                            discrimination, Sec. 3.2, is an architecture option:
                            ``model.D.minibatch_features``, ganrun/models/minibatch.py.)
+* ``DRAGANPenalty``        DRAGAN (Kodali et al. 2017, Sec. 4): the gradient penalty
+                           on perturbed real data, x + noise scaled by std(x).
 
 Deviations from the papers (also in docs/OBJECTIVES.md):
 
@@ -318,3 +320,46 @@ class HistoricalAveraging(Regularizer):
     def load_state_dict(self, state: dict) -> None:
         self.count = {k: int(v) for k, v in state["count"].items()}
         self.mean = {k: {n: t.clone() for n, t in v.items()} for k, v in state["mean"].items()}
+
+
+def dragan_perturb(x: torch.Tensor, scale: float = 0.5, n_out: int | None = None) -> torch.Tensor:
+    """DRAGAN's points near the data, as the authors' code draws them
+    (github.com/kodalinaveen3/DRAGAN, DRAGAN.ipynb): x_p = x + scale * std(x) * u with
+    u ~ U[0, 1] per entry and std(x) the (population) standard deviation of the whole
+    batch, then x_hat = x + alpha (x_p - x), alpha ~ U[0, 1] per D output (one per sample,
+    or per pack of a PacGAN D). So delta = x_hat - x = alpha * scale * std(x) * u lies in
+    [0, scale * std(x)], with mean scale * std(x) / 4 and standard deviation
+    scale * std(x) * sqrt(1/9 - 1/16)."""
+    n_out = x.shape[0] if n_out is None else n_out
+    u = torch.rand_like(x)
+    alpha = torch.rand(n_out, device=x.device, dtype=x.dtype)
+    alpha = alpha.repeat_interleave(x.shape[0] // n_out).view(-1, *[1] * (x.dim() - 1))
+    return x + alpha * (scale * x.std(unbiased=False) * u)
+
+
+class DRAGANPenalty(Regularizer):
+    """DRAGAN (Kodali et al. 2017, "On Convergence and Stability of GANs", Sec. 4):
+    weight * E[(||grad_x D(x + delta)||_2 - k)^2] on real samples x with small
+    perturbations delta, keeping D's gradients near the data manifold bounded (the
+    paper's remedy for the sharp gradients behind mode collapse). weight (lambda) = 10,
+    k = 1. delta follows the authors' code (``dragan_perturb``, ``scale`` = 0.5 times
+    the batch's std); the paper writes delta ~ N(0, cI). The gradient norm is taken as
+    in ``GradientPenalty`` (``penalty_grad`` with create_graph, one norm per D output); a
+    conditional D is evaluated at the real sample's label."""
+
+    name = "dragan"
+
+    def __init__(self, weight: float = 10.0, scale: float = 0.5, k: float = 1.0):
+        self.weight = _positive("dragan.weight", weight)
+        self.scale = _positive("dragan.scale", scale)
+        if not k >= 0:
+            raise ConfigError(f"regularizer.dragan.k must be >= 0, got {k}")
+        self.k = float(k)
+
+    def d_term(self, batch: Batch) -> torch.Tensor:
+        real = batch.real.detach()
+        x_hat = dragan_perturb(real, self.scale, batch.d_real.shape[0]).requires_grad_(True)
+        out = batch.D(x_hat, batch.real_c)
+        (grad,) = penalty_grad(out.sum(), x_hat, create_graph=True)
+        norm = _per_output(grad, out.shape[0]).norm(dim=1)
+        return self.weight * (norm - self.k).pow(2).mean()

@@ -65,13 +65,16 @@ SETUPS: dict[str, list[str]] = {
             "sagan",
             "biggan",
             "stylegan",
+            "lsgan",
+            "dragan",
+            "acgan",
         )
     },  # fmt: skip
     # CPU-sized setups of recipes too big for a CPU at their own settings
     # (conf/experiment/<model>_mnist.yaml lists each departure from the paper)
     **{
         f"{name}_mnist": [f"experiment={name}_mnist"]
-        for name in ("wgan",)
+        for name in ("wgan", "lsgan", "acgan")
         if (ROOT / "conf" / "experiment" / f"{name}_mnist.yaml").is_file()
     },
 }

@@ -46,6 +46,9 @@ TINY_MODEL = {
     "ebgan": ["model.width=4", "model.z_dim=8"],
     "began": ["model.width=4", "model.z_dim=8", "model.h_dim=8"],
     "unrolled": ["model.width=16", "model.z_dim=8", "regularizer.unrolled.steps=2"],
+    "lsgan": ["model.width=2", "model.z_dim=8"],
+    "dragan": ["model.width=8", "model.z_dim=8"],
+    "acgan": ["model.width=12", "model.z_dim=8"],
 }
 
 TINY_TRAINER = [
