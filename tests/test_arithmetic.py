@@ -55,9 +55,7 @@ def test_the_arithmetic_is_the_mean_of_each_group_then_a_minus_b_plus_c():
     assert torch.equal(noisy, arithmetic.noisy(y, 500, 0.25, torch.Generator().manual_seed(0)))
 
 
-def test_numbered_grid_tiles_are_the_arithmetics_exemplars_and_y_is_g_of_the_sum(
-    trained, tmp_path
-):
+def test_numbered_grid_tiles_are_the_arithmetics_exemplars_and_y_is_g_of_the_sum(trained, tmp_path):
     numbered, fig = tmp_path / "numbered.png", tmp_path / "arith.png"
     common = [f"ckpt={trained}", f"seed={SEED}", f"n={N}"]
     sample(_cfg(*common, f"nrow={NROW}", "numbered=true", f"out={numbered}"), numbered)
