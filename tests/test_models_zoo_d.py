@@ -69,14 +69,24 @@ def test_ebgan_margin_loss_is_eqs_1_and_2():
         ebgan.MarginLoss(margin=0.0)
 
 
-def test_ebgan_energy_is_the_per_sample_reconstruction_mse():
+def test_ebgan_energy_is_the_papers_norm_or_the_mse():
+    """Sec. 2.3: D(x) = ||Dec(Enc(x)) - x|| per sample; energy=mse is the opt-in mean."""
+    torch.manual_seed(0)
     D = ebgan.Discriminator((1, 28, 28), width=4)
     x = torch.rand(3, 1, 28, 28) * 2 - 1
     energy, code = D.forward_features(x)
     recon, _ = D.reconstruct(x)
     assert energy.shape == (3,) and code.shape == (3, 8 * 7 * 7)
-    assert torch.allclose(energy[1], F.mse_loss(recon[1], x[1]))
+    assert torch.allclose(energy[1], (recon[1] - x[1]).pow(2).sum().sqrt())
     assert (energy >= 0).all()
+    D.energy = "mse"
+    assert torch.allclose(D.forward_features(x)[0][1], F.mse_loss(recon[1], x[1]))
+    # a perfect reconstruction has energy 0 and a finite (zero) gradient
+    zero = torch.zeros(2, 4, requires_grad=True)
+    ebgan.reconstruction_energy(zero.detach(), zero).sum().backward()
+    assert torch.equal(zero.grad, torch.zeros(2, 4))
+    with pytest.raises(ConfigError, match="energy"):
+        ebgan.Discriminator((1, 28, 28), width=4, energy="l1")
 
 
 # --------------------------------------------------------------------------- BEGAN formulas
@@ -306,6 +316,8 @@ def test_recipes_have_the_papers_settings():
     cfg = OmegaConf.to_container(compose_config(["model=ebgan"]), resolve=True)
     assert cfg["loss"]["margin"] == 10.0 and cfg["regularizer"]["pulling_away"]["weight"] == 0.1
     assert cfg["model"]["G"]["_target_"] == "ganrun.models.dcgan.Generator"
+    assert cfg["model"]["D"]["energy"] == "norm"  # Sec. 2.3: ||Dec(Enc(x)) - x||
+    assert (cfg["optimizer"]["lr_g"], cfg["optimizer"]["lr_d"]) == (1e-3, 1e-3)  # Sec. 4.1
     cfg = OmegaConf.to_container(compose_config(["model=began"]), resolve=True)
     assert (cfg["loss"]["gamma"], cfg["loss"]["lambda_k"], cfg["loss"]["k_init"]) == (0.5, 1e-3, 0)
     opt = cfg["optimizer"]

@@ -2,9 +2,13 @@
 (ICLR 2017, arXiv:1609.03126).
 
 D is an energy function, here an auto-encoder whose energy is its reconstruction
-error (Sec. 2.3): D(x) = ||Dec(Enc(x)) - x||, computed as the mean squared error
-over the pixels of each sample, so ``D(x)`` returns one non-negative energy per
-sample (B,) where other discriminators return a logit. Objective (Sec. 2.1):
+error (Sec. 2.3): D(x) = ||Dec(Enc(x)) - x||, the Euclidean norm of each sample's
+residual (``energy="norm"``, the default), so ``D(x)`` returns one non-negative
+energy per sample (B,) where other discriminators return a logit. ``energy="mse"``
+is the per-pixel mean squared error that many public EBGAN implementations use
+instead (e.g. github.com/kozistr/Awesome-GANs, EBGAN/readme.md); it is a deviation
+from the paper's text and shrinks the energies by orders of magnitude, so a margin
+tuned for the norm (m = 10) does not carry over to it. Objective (Sec. 2.1):
 
     L_D(x, z) = D(x) + [m - D(G(z))]^+        (Eq. 1)
     L_G(z)    = D(G(z))                       (Eq. 2)
@@ -13,17 +17,24 @@ sample (B,) where other discriminators return a logit. Objective (Sec. 2.1):
 "pulling-away term" on the encoder's representation S of the generated batch to G's
 loss (``PullingAway``, ``regularizer=pulling_away``):
 
-    f_PT(S) = 1 / (N (N - 1)) sum_i sum_{j != i} (S_i^T S_j / (||S_i|| ||S_j||))^2   (Eq. 7)
+    f_PT(S) = 1 / (N (N - 1)) sum_i sum_{j != i} (S_i^T S_j / (||S_i|| ||S_j||))^2   (Sec. 2.4)
 
-weighted 0.1 (the paper's lambda_PT).
+weighted 0.1 (App. F: "the cost weight on the PT is set to 0.1"). The paper uses the
+PT in G's loss only, not in D's (Sec. 2.4).
 
-Networks. G is DCGAN's (the paper's LSUN/CelebA G is; ganrun.models.dcgan.Generator).
-D, the paper's 64 px auto-encoder (App., as remembered: encoder (64)4c2s-(128)4c2s-
-(256)4c2s, decoder (128)4c2s-(64)4c2s-(3)4c2s, BatchNorm on the hidden layers, leaky
-ReLU 0.2): strided 4x4 convolutions w-2w-4w down to an 8x8 code, transposed ones
-back, a linear output. Sizes: 64 px and 32 px use three stages (codes 8x8 and 4x4);
-28 px (MNIST) uses two, w-2w to a 7x7 code (ganrun's MNIST-size variant: the paper's
-MNIST experiments use fully connected networks from a grid search, Sec. 4.1).
+Settings the paper states (Sec. 4.1, MNIST grid search): Adam with learning rate
+0.001 for both G and D, margin m = 10 "not being tuned" (App. F, Fig. 9, shows
+m in {1, 2, 4, 6, 8, 12, 16, 32} for one fully connected setting: nLayerG = 5,
+nLayerD = 2, sizeG = 1600, sizeD = 1024, Adam, lr 0.001).
+
+Networks. G is DCGAN's (ganrun.models.dcgan.Generator). The paper's MNIST models are
+fully connected (Sec. 4.1; Table 1's grid); its 64 px LSUN/CelebA models are
+convolutional, with their settings in App. C, which was NOT available to check here.
+ganrun's D is a convolutional auto-encoder (not verified against App. C): strided
+4x4 convolutions w-2w-4w down to an 8x8 code, transposed ones back, a linear output,
+BatchNorm on the hidden layers, leaky ReLU 0.2. Sizes: 64 px and 32 px use three
+stages (codes 8x8 and 4x4); 28 px (MNIST) uses two, w-2w to a 7x7 code (ganrun's
+MNIST-size variant, a deviation from the paper's fully connected MNIST networks).
 ``forward_features`` returns (energy, flattened code): the code is what the
 pulling-away term reads.
 """
@@ -42,24 +53,35 @@ from ganrun.objective import Batch, Regularizer
 _STAGES = {28: 2, 32: 3, 64: 3}
 
 
-def reconstruction_energy(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
-    """Per-sample mean squared reconstruction error (B,): EBGAN's energy D(x)."""
-    return (recon.float() - x.float()).pow(2).flatten(1).mean(dim=1)
+ENERGIES = ("norm", "mse")
+
+
+def reconstruction_energy(x: torch.Tensor, recon: torch.Tensor, kind: str = "norm") -> torch.Tensor:
+    """EBGAN's energy D(x) per sample (B,): ``norm`` is ||Dec(Enc(x)) - x||, the
+    Euclidean norm of the residual (Sec. 2.3); ``mse`` the per-pixel mean squared error."""
+    residual = (recon.float() - x.float()).flatten(1)
+    if kind == "mse":
+        return residual.pow(2).mean(dim=1)
+    return torch.linalg.vector_norm(residual, dim=1)  # its gradient at 0 is 0, not nan
 
 
 class Discriminator(base.Discriminator):
-    """An auto-encoder D: ``D(x)`` is the per-sample reconstruction energy (B,)."""
+    """An auto-encoder D: ``D(x)`` is the per-sample reconstruction energy (B,):
+    ``energy="norm"`` the paper's ||Dec(Enc(x)) - x|| (Sec. 2.3), ``"mse"`` the mean
+    squared error of common implementations."""
 
     RESOLUTIONS = tuple(_STAGES)
     IMAGES_ONLY = True
     OUTPUT = "energy"  # D's output is an energy, low on data; only energy losses fit
 
-    def __init__(self, data_shape, width: int = 64, leak: float = 0.2):
+    def __init__(self, data_shape, width: int = 64, leak: float = 0.2, energy: str = "norm"):
         super().__init__(data_shape)
         if (why := self.check_data(self.data_shape, 0)) is not None:
             raise ConfigError(why)
         if width < 1:
             raise ConfigError(f"model.width must be >= 1, got {width}")
+        base.check_choice("model.D.energy", energy, ENERGIES)
+        self.energy = energy
         channels, res, _ = self.data_shape
         stages = _STAGES[res]
         enc: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(leak, True)]
@@ -90,7 +112,7 @@ class Discriminator(base.Discriminator):
 
     def forward_features(self, x: torch.Tensor, c: torch.Tensor | None = None):
         recon, code = self.reconstruct(x)
-        return reconstruction_energy(x, recon), code.flatten(1)
+        return reconstruction_energy(x, recon, self.energy), code.flatten(1)
 
 
 class MarginLoss(Loss):
@@ -116,7 +138,7 @@ class MarginLoss(Loss):
 
 
 def pulling_away(s: torch.Tensor) -> torch.Tensor:
-    """f_PT of Eq. 7: the mean squared cosine similarity over the ordered pairs i != j
+    """f_PT of Sec. 2.4: the mean squared cosine similarity over the ordered pairs i != j
     of the rows of ``s`` (N, F). 1 for N identical rows, 0 for N orthogonal ones."""
     n = s.shape[0]
     if n < 2:
@@ -127,9 +149,9 @@ def pulling_away(s: torch.Tensor) -> torch.Tensor:
 
 
 class PullingAway(Regularizer):
-    """EBGAN-PT's repelling regularizer (Zhao et al. 2017, Sec. 2.4, Eq. 7): weight *
+    """EBGAN-PT's repelling regularizer (Zhao et al. 2017, Sec. 2.4): weight *
     f_PT(S) added to G's loss, S the encoder's representation of the generated batch
-    (D.forward_features); lambda_PT = 0.1 as in the paper."""
+    (D.forward_features); weight 0.1 as in the paper (App. F)."""
 
     name = "pulling_away"
     needs_features = True

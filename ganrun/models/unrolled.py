@@ -4,32 +4,37 @@ Adversarial Networks" (ICLR 2017, arXiv:1611.02163).
 G's objective is the GAN value f evaluated at the discriminator's parameters after K
 steps of D's own optimization, differentiated *through* those steps (Sec. 2.2):
 
-    theta_D^0 = theta_D,  theta_D^{k+1} = theta_D^k + eta^k df(theta_G, theta_D^k)/dtheta_D^k  (Eqs. 4-5)
-    f_K(theta_G, theta_D) = f(theta_G, theta_D^K(theta_G, theta_D))                       (Eq. 6)
+    theta_D^0 = theta_D,  theta_D^{k+1} = theta_D^k + eta^k df(theta_G, theta_D^k)/dtheta_D^k  (Eqs. 6-7)
+    f_K(theta_G, theta_D) = f(theta_G, theta_D^K(theta_G, theta_D))                       (Eq. 9)
 
-and G descends df_K/dtheta_G, which includes the "how would D react" term
-(df/dtheta_D^K)(dtheta_D^K/dtheta_G) (Eq. 8); D's actual update is the ordinary one
-(Eq. 7). ``Unrolled`` (``regularizer=unrolled``) is that G objective: it replaces G's
+with f the GAN value function (Eq. 4), and G descends df_K/dtheta_G (Eq. 10), which
+includes the "how would D react" term (df/dtheta_D^K)(dtheta_D^K/dtheta_G) (Eq. 12,
+Sec. 2.4); D's actual update is the ordinary one (Eq. 11). Equation numbers are those
+of the arXiv text (Sec. 2.2-2.4). ``Unrolled`` (``regularizer=unrolled``) is that G objective: it replaces G's
 adversarial loss (``replaces_g_loss``), so it composes with any model and loss. Each
 unrolled step descends the objective's own D loss (f with D's sign) on the G phase's
 batch: the real batch of D's last step and the generated batch, whose graph to G is
-kept. D is called with ``torch.func.functional_call`` on copies of its parameters
+kept (the paper uses one fixed minibatch for all K unrolling steps, Sec. 3). D is called with ``torch.func.functional_call`` on copies of its parameters
 and buffers, so the real D (weights, BatchNorm statistics) is untouched.
 
 The unrolled steps use D's optimizer (``optimizer: d``, the default): its update rule
 written out differentiably (Adam/TTUR, SGD, RMSprop, Optimistic Adam), continuing
-from D's current state (moments, step count) with its current hyperparameters, as the
-authors' demo code does (github.com/poolio/unrolled_gan: it unrolls the Keras Adam
-updates of D's own optimizer). ``optimizer: sgd`` is Eq. 4 as printed (plain gradient
-steps, lr = D's current rate unless ``lr`` is set).
-``second_order: false`` drops the term through the unrolled updates (theta_D^K treated
-as a constant), the cheaper approximation the paper compares against.
+from D's current state (moments, step count) with its current hyperparameters: the
+paper unrolls Adam ("In our experiments we unroll Adam", Sec. 2.2), and the authors'
+demo code (github.com/poolio/unrolled_gan) unrolls the Keras Adam updates of D's own
+optimizer. ``optimizer: sgd`` is Eq. 7 as printed (plain gradient steps, lr = D's
+current rate unless ``lr`` is set).
+``second_order: false`` keeps only the first term of Eq. 12 (theta_D^K treated as a
+constant), the gradient that K D steps before each G step would give (Sec. 2.3).
 
-The 2-D networks of the paper's mixture-of-Gaussians experiment (App. A, as
-remembered: the appendix was not re-read here): G maps z ~ N(0, I_256) through two
-ReLU layers of 128 units to a linear 2-D output; D scales its input by 1/4 ("to
-roughly scale to (-1, 1)" on the radius-2 ring), one ReLU layer of 128 units, one
-logit. All weights orthogonal with gain 0.8, biases 0.
+The 2-D networks of the paper's mixture-of-Gaussians experiment (Sec. 3.1 defers them
+to App. A, whose text was NOT available to check; these are recollections of it): G
+maps z ~ N(0, I_256) through two ReLU layers of 128 units to a linear 2-D output; D
+scales its input by 1/4 (to about (-1, 1) on a radius-2 ring), one ReLU layer of 128
+units, one logit. All weights orthogonal with gain 0.8, biases 0. The authors' demo
+notebook, which says its architecture and hyperparameters are "not identical to the
+one in the paper", differs: tanh layers (two for D too), orthogonal gain 1.4, G lr
+1e-3, D lr 1e-4, K = 5, ring radius 1, std 0.01.
 """
 
 from __future__ import annotations
@@ -187,12 +192,12 @@ def rmsprop_step(p, g, st: dict, h: dict):
 
 
 def plain_step(p, g, st: dict, h: dict):
-    """Eq. 4 as printed: theta - lr * grad (a descent step on D's loss)."""
+    """Eq. 7 as printed: theta - lr * grad (a descent step on D's loss, i.e. ascent on f)."""
     return p - h["lr"] * g, st
 
 
 def update_rule(opt: torch.optim.Optimizer | None, choice: str):
-    """The differentiable step that mirrors D's optimizer (``choice="d"``) or Eq. 4."""
+    """The differentiable step that mirrors D's optimizer (``choice="d"``) or Eq. 7."""
     from ganrun.optim import OptimisticAdamOptimizer
 
     if choice == "sgd":
@@ -216,11 +221,11 @@ def update_rule(opt: torch.optim.Optimizer | None, choice: str):
 
 class Unrolled(Regularizer):
     """G's loss against D after ``steps`` differentiable unrolled D steps (Metz et al.
-    2017, Eqs. 4-6); replaces G's adversarial loss. See the module doc.
+    2017, Eqs. 6-9); replaces G's adversarial loss. See the module doc.
 
     ``optimizer``: ``d`` unrolls D's own optimizer (its update rule, its current state
     and hyperparameters: Adam/TTUR, SGD, RMSprop, Optimistic Adam); ``sgd`` takes plain
-    gradient steps (Eq. 4) of size ``lr`` (null: D's current learning rate)."""
+    gradient steps (Eq. 7) of size ``lr`` (null: D's current learning rate)."""
 
     name = "unrolled"
     replaces_g_loss = True
