@@ -25,6 +25,7 @@ from ganrun.errors import CheckpointError, DivergenceError, GanrunError, Stopped
 from ganrun.metrics.hook import make_evaluator, sweep_score, sweep_value
 from ganrun.paths import conf_dir, config_groups
 from ganrun.signals import STOP, Interrupted, signal_name
+from ganrun.training import distributed
 from ganrun.training.loggers import end_run
 from ganrun.training.rundir import (
     RunDirLock,
@@ -120,14 +121,19 @@ def train(
     (exit status 75) once the checkpoint is written, or before anything is trained.
     Once the dir is claimed, ``status.json`` records how the run ended."""
     run_dir = Path(run_dir)
+    dist = distributed.init()  # torchrun (the CLI has done it already); else one process
+    if not dist.is_main:  # torchrun: ranks > 0 train what rank 0 claims, never the run dir
+        return _follow(run_dir)
     installed_here = not STOP.installed
     STOP.install()
     trainer = status = None
+    sender = distributed.Sender(dist)  # the claim (or why there is none) to the other ranks
     try:
         STOP.raise_if_pending()
         with RunDirLock(run_dir):
             check_writable(run_dir / ckpt.CKPT_DIR, "checkpoints")
             cfg, state, source, choices = _claim(cfg, run_dir, choices, task_overrides)
+            sender.send((cfg, state, source, choices))
             status = RunStatus(run_dir, int(cfg.trainer.steps))
             # A run dir's status changes only for a start that succeeded (a resume=...
             # with a mismatching model leaves the run's "finished" as it was); a fresh
@@ -161,10 +167,12 @@ def train(
             end_run(trainer, "finished", task_overrides, {"sweep/value": value})
             result = dict(result)
             result["sweep/value"] = value
+            distributed.barrier(dist)  # the other ranks wait for rank 0's end (evaluation)
             return result
     except Interrupted as e:  # before the dir was claimed
         raise Stopped(_stopped_message(e.signum, trainer, run_dir)) from None
     finally:
+        sender.fail_unless_sent(sys.exc_info()[1])
         if installed_here:
             STOP.uninstall()
             STOP.reset()
@@ -242,15 +250,31 @@ def _claim(cfg, run_dir: Path, choices, task_overrides):
     return cfg, state, source, choices
 
 
-def _trainer(cfg, run_dir: Path, choices, state, source):
+def _follow(run_dir: Path) -> dict:
+    """torchrun, ranks > 0: train with the config and checkpoint state rank 0 claimed
+    (ganrun.training.distributed); only rank 0 logs, evaluates and writes the run dir."""
+    cfg, state, source, choices = distributed.receive()
+    distributed.quiet_loggers(cfg)
+    trainer = _trainer(cfg, run_dir, choices, state, source, hooks=False)
+    trainer.run()
+    if trainer.stopped_by is not None:
+        raise Stopped(_stopped_message(trainer.stopped_by, trainer, run_dir))
+    distributed.barrier()
+    return {}
+
+
+def _trainer(cfg, run_dir: Path, choices, state, source, hooks: bool = True):
     """The Trainer, built, and loaded from ``state`` when there is one."""
     from ganrun.training.loop import Trainer
 
     if cfg.trainer.get("threads"):
         torch.set_num_threads(int(cfg.trainer.threads))
+    dist = distributed.current()
+    if dist.enabled:  # torchrun: each rank its own GPU
+        cfg.trainer.device = distributed.local_device(str(cfg.trainer.device), dist)
     seed_everything(int(cfg.seed))
     built = build(cfg)
-    evaluator = make_evaluator(cfg, built, run_dir, choices)
+    evaluator = make_evaluator(cfg, built, run_dir, choices) if hooks else None
     hooks = [evaluator] if evaluator is not None else []
     trainer = Trainer(cfg, run_dir, built, choices=choices, hooks=hooks)
     if state is not None:
@@ -307,8 +331,9 @@ def _job(cfg, run_dir, choices, overrides):
     except GanrunError as e:
         if isinstance(e, Stopped):
             _to_log_files(f"stopped: {e}")
-            print(f"ganrun: stopped: {e}", file=sys.stderr)
-            sys.stderr.flush()
+            if distributed.is_main():  # torchrun: one line, from rank 0
+                print(f"ganrun: stopped: {e}", file=sys.stderr)
+                sys.stderr.flush()
             raise SystemExit(e.exit_status) from None
         # a sweep's job refused before it claimed its dir has no status.json: its
         # train.log says why (report_errors logs a divergence itself)

@@ -40,6 +40,7 @@ e.g. under ``srun``). Decisions, in the order a run meets them:
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import logging
 import os
@@ -109,14 +110,37 @@ def init() -> Dist:
     if cuda:
         torch.cuda.set_device(d.local_rank % max(1, torch.cuda.device_count()))
     tdist.init_process_group(backend="cpu:gloo,cuda:nccl" if cuda else "gloo", timeout=TIMEOUT)
+    # gloo's threads must be joined before the interpreter exits (else: "terminate called
+    # without an active exception", SIGABRT), however the command ends
+    atexit.register(shutdown)
     if not d.is_main:  # only rank 0 logs; warnings and errors still show
         logging.getLogger("ganrun").setLevel(logging.WARNING)
     return current()
 
 
 def shutdown() -> None:
-    if tdist.is_available() and tdist.is_initialized():
-        tdist.destroy_process_group()
+    """Destroy the process group. Launched without torchrun's agent (plain env://, e.g.
+    srun), rank 0 hosts the rendezvous store: it waits (10 s at most) until the other
+    ranks have closed theirs, since a rank whose store vanishes while it closes aborts
+    ("terminate called without an active exception")."""
+    if not (tdist.is_available() and tdist.is_initialized()):
+        return
+    d = current()
+    try:
+        store = tdist.distributed_c10d._get_default_store()
+    except Exception:  # noqa: BLE001 - no store to coordinate through
+        store = None
+    tdist.destroy_process_group()
+    if store is None or not d.enabled:
+        return
+    try:
+        if d.is_main:
+            keys = [f"ganrun/closed/{r}" for r in range(1, d.world)]
+            store.wait(keys, datetime.timedelta(seconds=10))
+        else:
+            store.set(f"ganrun/closed/{d.rank}", "1")
+    except Exception:  # noqa: BLE001 - a rank that is gone already
+        pass
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -238,23 +262,54 @@ def rank0_decides(fn: Callable[[], T], d: Dist | None = None) -> T:
     d = d or current()
     if not d.enabled:
         return fn()
-    if d.is_main:
-        try:
-            result = fn()
-        except GanrunError as e:
+    if not d.is_main:
+        return receive()
+    sender = Sender(d)
+    try:
+        result = fn()
+    except BaseException as e:
+        sender.fail(e)
+        raise
+    sender.send(result)
+    return result
+
+
+class Sender:
+    """Rank 0's side of a decision the other ranks wait for: ``send(result)`` once, or
+    ``fail(exception)`` (``fail_unless_sent`` in a ``finally``: whatever went wrong
+    before ``send``); a no-op without torchrun."""
+
+    def __init__(self, d: Dist | None = None):
+        self.d = d or current()
+        self.sent = not (self.d.enabled and self.d.is_main)
+
+    def send(self, result: Any) -> None:
+        if not self.sent:
+            self.sent = True
+            _broadcast(("ok", result))
+
+    def fail(self, e: BaseException | None) -> None:
+        if self.sent:
+            return
+        self.sent = True
+        if isinstance(e, GanrunError):
             _broadcast(("error", type(e).__module__, type(e).__qualname__, _error_args(e)))
-            raise
-        except BaseException as e:
-            _broadcast(("crash", type(e).__name__, str(e)[:300]))
-            raise
-        _broadcast(("ok", result))
-        return result
+        else:
+            name = type(e).__name__ if e is not None else "an early return"
+            _broadcast(("crash", name, str(e)[:300]))
+
+    def fail_unless_sent(self, e: BaseException | None) -> None:
+        self.fail(e)
+
+
+def receive() -> Any:
+    """Ranks > 0: rank 0's result (``Sender.send``), or its error raised here."""
     message = _broadcast(None)
     if message[0] == "ok":
         return message[1]
     if message[0] == "error":
         raise _rebuild_error(*message[1:])
-    raise SystemExit(1)
+    raise SystemExit(1)  # rank 0 crashed: its traceback is on its stderr
 
 
 def _error_args(e: GanrunError) -> tuple:
@@ -360,6 +415,13 @@ def gather_objects(obj: Any, d: Dist | None = None) -> list[Any]:
     return out
 
 
+def quiet_loggers(cfg) -> None:
+    """Ranks > 0 write no event files, CSVs or wandb runs: every ``logger.*`` switch off."""
+    for key, value in list(cfg.logger.items()):
+        if isinstance(value, bool):
+            cfg.logger[key] = False
+
+
 def shard(stream: Iterator, d: Dist) -> Iterator:
     """Rank ``d.rank``'s slice of each global batch of ``stream`` (images/points and
     labels alike)."""
@@ -388,3 +450,34 @@ def reseed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+class RanksOutOfSync(RuntimeError):
+    """The ranks' weights differ: a bug in ganrun (or a rank fed other data), never bad
+    input; the run stops on every rank rather than train on."""
+
+
+@torch.no_grad()
+def check_in_sync(modules: dict[str, torch.nn.Module], d: Dist | None = None) -> None:
+    """Every rank holds bit-identical parameters of ``modules`` (the element-wise max and
+    min over ranks agree), checked at every checkpoint step, as stylegan2-ada-pytorch
+    checks its networks at each snapshot. BatchNorm running statistics are per rank
+    without trainer.sync_batchnorm, so buffers are not compared. Raises RanksOutOfSync
+    on every rank (the verdict is the same everywhere)."""
+    d = d or current()
+    if not d.enabled:
+        return
+    for name, module in modules.items():
+        params = [p.detach().reshape(-1).float() for p in module.parameters()]
+        if not params:
+            continue
+        flat = torch.nan_to_num(torch.cat(params), nan=0.0)  # NaN: the guard's business
+        high, low = flat.clone(), flat.clone()
+        tdist.all_reduce(high, op=tdist.ReduceOp.MAX)
+        tdist.all_reduce(low, op=tdist.ReduceOp.MIN)
+        differ = int(torch.count_nonzero(high != low))
+        if differ:
+            raise RanksOutOfSync(
+                f"the ranks' {name} weights differ in {differ} of {flat.numel()} values: "
+                "gradients were not averaged alike on every rank (a bug; please report it)"
+            )

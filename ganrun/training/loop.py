@@ -304,7 +304,10 @@ class Trainer:
         return {"rng_ranks": self._rng_ranks[1]}
 
     def _gather_rng(self) -> None:
-        if self.dist.enabled:  # a collective: every rank, at every checkpoint step
+        """At a checkpoint step (torchrun; collectives, so on every rank): the ranks'
+        weights checked to be identical, and every rank's RNG state for the checkpoint."""
+        if self.dist.enabled:
+            distributed.check_in_sync({"G": self.b.G, "D": self.b.D}, self.dist)
             self._rng_ranks = (self.step, distributed.gather_objects(ckpt.rng_state(), self.dist))
 
     def _load_rank_rng(self, state: dict[str, Any]) -> None:
@@ -375,7 +378,8 @@ class Trainer:
                 "nothing to do: the checkpoint is at step %d and trainer.steps=%d", self.step, total
             )
             return {}
-        ckpt.clean_temporaries(self.run_dir / ckpt.CKPT_DIR)  # left by a killed write
+        if self.dist.is_main:  # (torchrun: only rank 0 writes the run dir)
+            ckpt.clean_temporaries(self.run_dir / ckpt.CKPT_DIR)  # left by a killed write
         if t.deterministic:
             torch.use_deterministic_algorithms(True)
         if self.device.type == "cuda":
