@@ -61,6 +61,11 @@ OPERATIONAL = (
     "trainer.n_fixed",
     "trainer.num_workers",
     "trainer.threads",
+    # how a step runs, not what it computes (up to float rounding): a requeued job may
+    # change them; trainer.precision and sync_batchnorm change the numbers, so they count
+    "trainer.channels_last",
+    "trainer.compile",
+    "trainer.compile_mode",
     "trainer.progress",
     "trainer.deterministic",
     "trainer.auto_resume",
