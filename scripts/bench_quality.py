@@ -68,13 +68,15 @@ SETUPS: dict[str, list[str]] = {
             "lsgan",
             "dragan",
             "acgan",
+            "ebgan",
+            "began",
         )
     },  # fmt: skip
     # CPU-sized setups of recipes too big for a CPU at their own settings
     # (conf/experiment/<model>_mnist.yaml lists each departure from the paper)
     **{
         f"{name}_mnist": [f"experiment={name}_mnist"]
-        for name in ("wgan", "lsgan", "acgan")
+        for name in ("wgan", "lsgan", "acgan", "ebgan", "began", "dragan")
         if (ROOT / "conf" / "experiment" / f"{name}_mnist.yaml").is_file()
     },
 }

@@ -113,3 +113,46 @@ def test_grid_modes_trains_with_its_ema_and_two_d_steps(tmp_path):
     g, e = state["models"]["G"], state["models"]["G_ema"]
     weights = [k for k in g if k.endswith("weight")]
     assert weights and all(not torch.equal(g[k], e[k]) for k in weights)
+
+
+# Every <model>_mnist setup and the keys it may change (its YAML comment lists each as a
+# departure from the paper); everything else must be the recipe's (trainer.steps 3000
+# is ganrun's default, the same in the recipe).
+MNIST_DEPARTURES = {
+    "wgan_mnist": {"model.width"},
+    "lsgan_mnist": {"model.width"},
+    "acgan_mnist": {"model.width"},
+    "ebgan_mnist": {"model.width"},
+    "began_mnist": {"model.width", "optimizer.decay_every"},
+    "dragan_mnist": {"trainer.steps", "trainer.checkpoint_every", "trainer.image_every"},
+}
+
+
+def _flat(node, prefix=""):
+    out = {}
+    for k, v in node.items():
+        key = f"{prefix}{k}"
+        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def test_every_cpu_setup_is_listed_with_its_departures():
+    assert {e for e in group_options("experiment") if e.endswith("_mnist")} == set(MNIST_DEPARTURES)
+
+
+@pytest.mark.parametrize("experiment", sorted(MNIST_DEPARTURES))
+def test_a_cpu_setup_departs_from_its_recipe_only_where_it_says(experiment):
+    from omegaconf import OmegaConf
+
+    model = experiment.removesuffix("_mnist")
+    cpu = _flat(OmegaConf.to_container(compose_config([f"experiment={experiment}"]), resolve=True))
+    recipe = _flat(OmegaConf.to_container(compose_config([f"model={model}"]), resolve=True))
+    # what width scales (the networks' sizes) follows model.width; the rest must match
+    changed = {
+        k
+        for k in set(cpu) | set(recipe)
+        if cpu.get(k) != recipe.get(k)
+        and not k.startswith(("model.G.", "model.D."))
+        and not k.startswith("model.recipe.")
+    }
+    assert changed == MNIST_DEPARTURES[experiment]
