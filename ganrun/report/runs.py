@@ -45,7 +45,7 @@ FINISHED, RUNNING, KILLED, STOPPED, UNFINISHED = (
 _FROM_STATUS_FILE = {"finished": FINISHED, "failed": "failed", "diverged": "diverged"}
 _STEP_FILE = re.compile(r"step-(\d+)\.(?:pt|png)$")
 _LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
-_SKIP_DIRS = {"checkpoints", "samples", "tb", "eval", "rejection", "__pycache__"}
+_SKIP_DIRS = {"checkpoints", "samples", "tb", "eval", "rejection", "wandb", "__pycache__"}
 
 
 @dataclass
