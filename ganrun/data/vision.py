@@ -7,6 +7,7 @@ folder they belong in.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +24,57 @@ def _check_split(split: str, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"dataset.split={split!r} is not valid; choose from {', '.join(choices)}")
 
 
-def _open(name: str, make, expected: str, download: bool):
-    """Build a torchvision dataset; turn 'not found' and download failures into one line."""
+def data_folder(root: str) -> Path:
+    """``dataset.root`` as an absolute folder: ``~`` expanded, and a relative path taken
+    from the folder ganrun was started in (Hydra's ``runtime.cwd``), also under
+    ``hydra.job.chdir=true``, where the job runs in its run dir: the preflight and the
+    job then look in the same place, and a message names it."""
+    from hydra.utils import to_absolute_path
+
+    return Path(os.path.abspath(to_absolute_path(os.path.expanduser(str(root)))))
+
+
+def _dirs_near(root: Path) -> set[Path]:
+    """The folders at ``root`` and up to two levels below it (what a download makes)."""
+    found: set[Path] = set()
+    level = [root] if root.is_dir() else []
+    for _ in range(3):
+        found.update(level)
+        nxt = []
+        for d in level:
+            try:
+                nxt += [Path(e.path) for e in os.scandir(d) if e.is_dir(follow_symlinks=False)]
+            except OSError:
+                pass
+        level = nxt
+    return found
+
+
+def _remove_new_empty_dirs(root: Path, before: set[Path]) -> None:
+    """After a failed download: the empty folders it made (``data/MNIST/raw``, ``data/``)
+    go again; a folder that holds anything, or was there before, stays."""
+    made = sorted(_dirs_near(root) - before, key=lambda p: len(p.parts), reverse=True)
+    for d in made:
+        try:
+            d.rmdir()  # only empty folders
+        except OSError:
+            pass
+
+
+def _open(name: str, make, expected: str, download: bool, root: Path | None = None):
+    """Build a torchvision dataset; turn 'not found' and download failures into one line.
+    A failed download leaves no empty folders behind."""
+    before = _dirs_near(root) if root is not None else set()
+    # the nearest folder that exists already: what a download makes lies below it
+    there = next((d for d in [root, *root.parents] if d.exists()), None) if root else None
     try:
         return make()
     # torchvision raises RuntimeError('Dataset not found...'); URLError is an OSError
     except (RuntimeError, OSError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if root is not None:
+            _remove_new_empty_dirs(root, before)
+            _remove_empty_parents(root, there)
         if download:
             raise DataError(
                 f"could not download {name} ({msg}); with no network, put {expected} (or copy it from a machine that has it)"
@@ -37,6 +82,20 @@ def _open(name: str, make, expected: str, download: bool):
         raise DataError(
             f"{name} not found: put {expected}, or set dataset.download=true to fetch it"
         ) from None
+
+
+def _remove_empty_parents(root: Path, there: Path | None) -> None:
+    """``root`` and the folders above it up to ``there`` (the nearest one that existed
+    before the download), if empty."""
+    for d in [root, *root.parents]:
+        if there is None or d == there or there not in d.parents:
+            return
+        try:
+            d.rmdir()
+        except FileNotFoundError:  # removed with the folders below root
+            continue
+        except OSError:
+            return
 
 
 class _TorchvisionArrays(ArraySource):
@@ -56,7 +115,7 @@ class _TorchvisionArrays(ArraySource):
     ):
         super().__init__(resolution, channels, labels)
         _check_split(split, self.SPLITS)
-        self.root, self.download, self.split = str(root), bool(download), split
+        self.root, self.download, self.split = str(data_folder(root)), bool(download), split
 
     @property
     def num_classes(self):
@@ -78,7 +137,7 @@ class _TorchvisionArrays(ArraySource):
         raise NotImplementedError
 
     def _load(self):
-        ds = _open(self.NAME, self.make, self.expected_files(), self.download)
+        ds = _open(self.NAME, self.make, self.expected_files(), self.download, Path(self.root))
         data = ds.data
         x = torch.as_tensor(np.asarray(data))
         # (N, H, W) or (N, H, W, C) -> (N, C, H, W)
@@ -216,7 +275,7 @@ class CelebA(StreamSource):
     ):
         check_image_args(resolution, channels)
         _check_split(split, self.SPLITS)
-        self.root, self.download, self.split = str(root), bool(download), split
+        self.root, self.download, self.split = str(data_folder(root)), bool(download), split
         self.resolution, self.channels, self.center_crop = (
             int(resolution),
             int(channels),
@@ -249,6 +308,7 @@ class CelebA(StreamSource):
             ),
             expected,
             self.download,
+            Path(self.root),
         )
         return _Unlabelled(ds)
 
