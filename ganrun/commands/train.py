@@ -24,6 +24,7 @@ from ganrun.config import LoggerConfig, SweepConfig, TrainerConfig, register_con
 from ganrun.errors import CheckpointError, DivergenceError, GanrunError, Stopped
 from ganrun.metrics.hook import make_evaluator, sweep_score, sweep_value
 from ganrun.paths import conf_dir, config_groups
+from ganrun.runinfo import announce
 from ganrun.signals import STOP, Interrupted, signal_name
 from ganrun.training import distributed
 from ganrun.training.loggers import end_run
@@ -144,6 +145,7 @@ def train(
             try:
                 trainer = _trainer(cfg, run_dir, choices, state, source)
                 status.write("running", trainer.step)
+                announce(cfg, run_dir, choices)  # <run dir>/config.yaml, the recipe line
                 owned = True
                 result = trainer.run()
                 if trainer.stopped_by is not None:
