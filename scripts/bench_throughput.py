@@ -1,30 +1,44 @@
 #!/usr/bin/env python
-"""Training throughput (images/s) of any ganrun config on `dataset=fake`.
+"""Training throughput (images/s) and peak memory of any ganrun config on `dataset=fake`.
 
-    python scripts/bench_throughput.py                         # DCGAN-64 defaults
+    python scripts/bench_throughput.py                         # DCGAN-64 defaults, fp32
     python scripts/bench_throughput.py model=wgan_gp trainer.batch_size=64
     python scripts/bench_throughput.py --compare-reference     # also a hand-written loop
+    python scripts/bench_throughput.py --compare-reference \\
+        --variants fp32,bf16,bf16+channels_last,fp16,compile  # side by side, one run
 
 img/s counts real images seen by D per second (batch_size x n_critic per
 generator step), measured over `--steps` generator steps after `--warmup` steps,
 through ganrun's own training loop (Trainer.run), not a copy of it.
 
---compare-reference also times a hand-written PyTorch loop of the same DCGAN
-and batch, written the way the DCGAN example of the PyTorch examples repository
-trains (sigmoid + BCELoss, D on real then on G(z).detach(), the same G(z)
-reused for G's step). Both use the same in-memory random data and run in this
-one process, alternating, so the ratio is fair on a shared machine.
+A variant is `+`-joined options: a precision (fp32, bf16, fp16: trainer.precision),
+`channels_last` (trainer.channels_last=true) and `compile` (trainer.compile=true;
+`compile:<mode>` for trainer.compile_mode). Every variant is measured for ganrun and,
+with --compare-reference, for a hand-written PyTorch loop of the same DCGAN and
+batch under the same options (the same autocast, GradScalers, channels_last and
+torch.compile), written the way the DCGAN example of the PyTorch examples repository
+trains (sigmoid + BCELoss, D on real then on G(z).detach(), the same G(z) reused for
+G's step; under autocast the BCE is taken in fp32 outside it, as autocast requires).
+Both hold the same in-memory random data as uint8 and scale each batch to [-1, 1].
+
+Each measurement runs in a fresh process (spawned), so each has its own peak memory
+(CUDA: torch.cuda.max_memory_allocated; CPU: the growth of the process's peak RSS
+from before the networks are built) and compile caches do not carry over; the
+measurements alternate (repeat r: every variant, ganrun then reference), so the
+ratio is fair on a shared machine. The medians are reported.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -42,8 +56,54 @@ DEFAULTS = [
     "dataset=fake",
     "dataset.resolution=64",
     "dataset.channels=3",
-    "logger.tensorboard=false",
+    "logger=none",
 ]
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class Variant(NamedTuple):
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    compile_mode: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        fields: dict = {}
+        for part in text.split("+"):
+            name, _, mode = part.partition(":")
+            if name in PRECISIONS:
+                fields["precision"] = name
+            elif name in ("channels_last", "cl"):
+                fields["channels_last"] = True
+            elif name == "compile":
+                fields["compile"] = True
+                fields["compile_mode"] = mode or None
+            else:
+                raise SystemExit(
+                    f"bench_throughput: unknown variant part {part!r} in {text!r}; use "
+                    "fp32|bf16|fp16, channels_last, compile[:mode], joined by +"
+                )
+        return cls(**fields)
+
+    @property
+    def name(self) -> str:
+        parts = [self.precision]
+        if self.channels_last:
+            parts.append("channels_last")
+        if self.compile:
+            parts.append("compile" + (f":{self.compile_mode}" if self.compile_mode else ""))
+        return "+".join(parts)
+
+    def overrides(self) -> list[str]:
+        out = [f"trainer.precision={self.precision}"]
+        if self.channels_last:
+            out.append("trainer.channels_last=true")
+        if self.compile:
+            out.append("trainer.compile=true")
+            if self.compile_mode:
+                out.append(f"trainer.compile_mode={self.compile_mode}")
+        return out
 
 
 def compose(overrides: list[str]):
@@ -55,10 +115,42 @@ def compose(overrides: list[str]):
         return hcompose(config_name="train", overrides=overrides)
 
 
+# ----------------------------------------------------------------------------- memory
+class PeakMemory:
+    """Peak memory of what runs inside: CUDA's allocator peak, or on the CPU the growth
+    of this process's peak resident set (Linux ru_maxrss) from the start."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self.start = _max_rss_bytes()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.bytes = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self.bytes = _max_rss_bytes() - self.start
+        return False
+
+
+def _max_rss_bytes() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+# ----------------------------------------------------------------------------- ganrun
 def ganrun_img_per_s(overrides: list[str], steps: int) -> float:
     """One run of ganrun's Trainer for 2 x `steps` generator steps; img/s of the
-    second half (the first absorbs warm-up). The final checkpoint and picture
-    are written after the timed interval."""
+    second half (the first absorbs warm-up, and compilation). The final checkpoint
+    and picture are written after the timed interval."""
     cfg = compose(
         [
             *DEFAULTS,
@@ -97,36 +189,62 @@ def reference_models(nz: int, ngf: int, ndf: int, nc: int) -> tuple[nn.Module, n
     return G, D
 
 
-def reference_img_per_s(batch: int, warmup: int, steps: int, device: torch.device) -> float:
+def reference_img_per_s(
+    batch: int, warmup: int, steps: int, device: torch.device, variant: Variant | None = None
+) -> float:
+    variant = variant or Variant()
     torch.manual_seed(0)
     nz = 100
     G, D = reference_models(nz, 64, 64, 3)
     G, D = G.to(device), D.to(device)
-    data = torch.rand(2048, 3, 64, 64, device=device) * 2 - 1
+    fmt = torch.channels_last if variant.channels_last else torch.contiguous_format
+    if variant.channels_last:
+        G, D = G.to(memory_format=fmt), D.to(memory_format=fmt)
+    data = torch.randint(0, 256, (2048, 3, 64, 64), dtype=torch.uint8, device=device)
     criterion = nn.BCELoss()
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(variant.precision)
+    fp16 = variant.precision == "fp16"
+    scaler_d = torch.amp.GradScaler(device.type, enabled=fp16)
+    scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)
+    if variant.compile:
+        kwargs = {"mode": variant.compile_mode} if variant.compile_mode else {}
+        G_run, D_run = torch.compile(G, **kwargs), torch.compile(D, **kwargs)
+    else:
+        G_run, D_run = G, D
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
     def iteration(i):
         idx = torch.randint(0, data.shape[0], (batch,), device=device)
-        real = data[idx]
+        real = data[idx].float().div_(127.5).sub_(1.0).contiguous(memory_format=fmt)
         # (1) update D: maximize log(D(x)) + log(1 - D(G(z)))
         D.zero_grad()
         label = torch.full((batch,), 1.0, device=device)
-        err_real = criterion(D(real).view(-1), label)
-        err_real.backward()
+        with autocast():
+            out_real = D_run(real)
+        err_real = criterion(out_real.float().view(-1), label)
+        scaler_d.scale(err_real).backward()
         noise = torch.randn(batch, nz, 1, 1, device=device)
-        fake = G(noise)
+        with autocast():
+            fake = G_run(noise)
+            out_fake = D_run(fake.detach())
         label.fill_(0.0)
-        err_fake = criterion(D(fake.detach()).view(-1), label)
-        err_fake.backward()
-        opt_d.step()
+        err_fake = criterion(out_fake.float().view(-1), label)
+        scaler_d.scale(err_fake).backward()
+        scaler_d.step(opt_d)
+        scaler_d.update()
         # (2) update G: maximize log(D(G(z)))
         G.zero_grad()
         label.fill_(1.0)
-        err_g = criterion(D(fake).view(-1), label)
-        err_g.backward()
-        opt_g.step()
+        with autocast():
+            out = D_run(fake)
+        err_g = criterion(out.float().view(-1), label)
+        scaler_g.scale(err_g).backward()
+        scaler_g.step(opt_g)
+        scaler_g.update()
         return err_g
 
     for i in range(warmup):
@@ -141,6 +259,42 @@ def reference_img_per_s(batch: int, warmup: int, steps: int, device: torch.devic
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * batch / (time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- measurements
+def measure(kind: str, overrides: list[str], variant: Variant, steps: int) -> dict:
+    """One measurement (in a spawned process): img/s and peak memory in MiB."""
+    cfg = compose([*DEFAULTS, *overrides])
+    device = resolve_device(cfg.trainer.device)
+    with PeakMemory(device) as mem:
+        if kind == "ganrun":
+            rate = ganrun_img_per_s([*overrides, *variant.overrides()], steps)
+        else:
+            rate = reference_img_per_s(int(cfg.trainer.batch_size), steps, steps, device, variant)
+    return {"img_per_s": rate, "peak_mib": mem.bytes / 2**20}
+
+
+def _child(queue, kind, overrides, variant, steps, threads):
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        queue.put(("ok", measure(kind, overrides, variant, steps)))
+    except BaseException as e:  # noqa: BLE001 - reported by the parent
+        queue.put(("error", f"{type(e).__name__}: {e}"))
+
+
+def isolated(kind: str, overrides: list[str], variant: Variant, steps: int) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(
+        target=_child, args=(queue, kind, overrides, variant, steps, torch.get_num_threads())
+    )
+    proc.start()
+    status, result = queue.get()
+    proc.join()
+    if status != "ok":
+        raise SystemExit(f"bench_throughput: {kind} {variant.name} failed: {result}")
+    return result
 
 
 def main() -> None:
@@ -160,36 +314,102 @@ def main() -> None:
     p.add_argument(
         "--compare-reference", action="store_true", help="also time the hand-written DCGAN-64 loop"
     )
+    p.add_argument(
+        "--variants",
+        default="fp32",
+        help="comma-separated variants, each +-joined: fp32|bf16|fp16, channels_last, "
+        "compile[:mode] (e.g. fp32,bf16+channels_last,compile)",
+    )
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="measure in this process (no peak memory per measurement; faster start)",
+    )
     p.add_argument("--json", type=Path, help="write the results here as JSON")
     args = p.parse_args()
+    variants = [Variant.parse(v) for v in args.variants.split(",") if v]
 
     cfg = compose([*DEFAULTS, *args.overrides])
     device = resolve_device(cfg.trainer.device)
     batch = int(cfg.trainer.batch_size)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     print(
-        f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} model={cfg.model.name} "
-        f"batch={batch} n_critic={cfg.trainer.n_critic} data={tuple(cfg.dataset.values())[1:3]}",
+        f"device={device}{f' ({gpu})' if gpu else ''} threads={torch.get_num_threads()} "
+        f"torch={torch.__version__} model={cfg.model.name} batch={batch} "
+        f"n_critic={cfg.trainer.n_critic} data={tuple(cfg.dataset.values())[1:3]}",
         flush=True,
     )
-    results: dict[str, list[float]] = {"ganrun": [], "reference": []}
+    kinds = ["ganrun", "reference"] if args.compare_reference else ["ganrun"]
+    runs = {v.name: {k: [] for k in kinds} for v in variants}
     for r in range(args.repeats):
-        results["ganrun"].append(ganrun_img_per_s(args.overrides, args.steps))
-        print(f"repeat {r + 1}: ganrun {results['ganrun'][-1]:.1f} img/s", flush=True)
-        if args.compare_reference:
-            results["reference"].append(reference_img_per_s(batch, args.steps, args.steps, device))
-            print(f"repeat {r + 1}: reference {results['reference'][-1]:.1f} img/s", flush=True)
-    summary = {k: statistics.median(v) for k, v in results.items() if v}
-    print(f"ganrun    median {summary['ganrun']:.1f} img/s")
+        for v in variants:
+            for kind in kinds:
+                if args.in_process:
+                    got = {"img_per_s": None, "peak_mib": None}
+                    if kind == "ganrun":
+                        got["img_per_s"] = ganrun_img_per_s(
+                            [*args.overrides, *v.overrides()], args.steps
+                        )
+                    else:
+                        got["img_per_s"] = reference_img_per_s(
+                            batch, args.steps, args.steps, device, v
+                        )
+                else:
+                    got = isolated(kind, args.overrides, v, args.steps)
+                runs[v.name][kind].append(got)
+                mem = f", peak {got['peak_mib']:.0f} MiB" if got["peak_mib"] is not None else ""
+                print(
+                    f"repeat {r + 1}: {v.name:<24} {kind:<9} {got['img_per_s']:.1f} img/s{mem}",
+                    flush=True,
+                )
+    median = {
+        name: {
+            kind: {
+                key: statistics.median(m[key] for m in ms)
+                if all(m[key] is not None for m in ms)
+                else None
+                for key in ("img_per_s", "peak_mib")
+            }
+            for kind, ms in per.items()
+        }
+        for name, per in runs.items()
+    }
+    base = median[variants[0].name]["ganrun"]["img_per_s"]
+    header = f"{'variant':<26}{'ganrun img/s':>13}{'peak MiB':>10}"
     if args.compare_reference:
-        print(f"reference median {summary['reference']:.1f} img/s")
-        print(f"ratio ganrun/reference {summary['ganrun'] / summary['reference']:.3f}")
+        header += f"{'reference img/s':>17}{'peak MiB':>10}{'ratio':>7}"
+    print(header + f"{'vs ' + variants[0].name:>14}")
+    for v in variants:
+        m = median[v.name]
+        row = f"{v.name:<26}{m['ganrun']['img_per_s']:>13.1f}{_mib(m['ganrun']['peak_mib']):>10}"
+        if args.compare_reference:
+            ref = m["reference"]
+            row += f"{ref['img_per_s']:>17.1f}{_mib(ref['peak_mib']):>10}"
+            row += f"{m['ganrun']['img_per_s'] / ref['img_per_s']:>7.3f}"
+        print(row + f"{m['ganrun']['img_per_s'] / base:>13.2f}x")
     if args.json:
+        first = variants[0].name
         args.json.write_text(
             json.dumps(
-                {"device": str(device), "batch": batch, "runs": results, "median": summary},
+                {
+                    "device": str(device),
+                    "gpu": gpu,
+                    "torch": str(torch.__version__),
+                    "threads": torch.get_num_threads(),
+                    "batch": batch,
+                    "overrides": args.overrides,
+                    "variants": {"runs": runs, "median": median},
+                    # the first variant alone, in the layout of earlier versions
+                    "runs": {k: [m["img_per_s"] for m in v] for k, v in runs[first].items()},
+                    "median": {k: v["img_per_s"] for k, v in median[first].items()},
+                },
                 indent=2,
             )
         )
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 if __name__ == "__main__":

@@ -265,3 +265,30 @@ def test_compile_trains_and_matches_eager(tmp_path, model):
     _, compiled = run_train(tmp_path / "compiled", [*base, "trainer.compile=true"])
     for k in ("loss/d", "loss/g"):
         assert compiled[k] == pytest.approx(eager[k], rel=1e-3, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_bench_throughput_measures_variants_side_by_side(tmp_path):
+    """scripts/bench_throughput.py: each variant for ganrun and the hand-written loop,
+    each measurement in its own process with its peak memory."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_throughput.py"
+    out = tmp_path / "tp.json"
+    r = subprocess.run(
+        [sys.executable, str(script), "--steps", "1", "--repeats", "1", "--compare-reference",
+         "--variants", "fp32,bf16+channels_last", "--json", str(out), "model.width=4",
+         "trainer.batch_size=4"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    median = result["variants"]["median"]
+    assert set(median) == {"fp32", "bf16+channels_last"}
+    for per in median.values():
+        for kind in ("ganrun", "reference"):
+            assert per[kind]["img_per_s"] > 0 and per[kind]["peak_mib"] >= 0
+    assert "bf16+channels_last" in r.stdout and "ratio" in r.stdout

@@ -51,6 +51,7 @@ def test_bench_throughput_runs_and_writes_json(tmp_path):
     out = tmp_path / "tp.json"
     r = _run(
         str(SCRIPTS / "bench_throughput.py"),
+        "--in-process",  # the spawned, per-measurement processes: tests/test_precision.py (slow)
         "--steps",
         "1",
         "--repeats",
