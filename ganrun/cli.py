@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,7 +121,6 @@ def _unknown_key_message(job: list[str], command: str) -> str | None:
 
 def _parse_message(e: BaseException, raw: Sequence[str]) -> str:
     """'cannot parse <override>: <why>; <how to write it>', naming the one that fails."""
-    import re
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -281,8 +282,14 @@ def _run_dir(cfg, multirun: bool, given: dict[str, str], sources: dict[str, str]
     return str(folder), label, remedy, written
 
 
-def preflight(command: str, args: list[str]) -> list[str]:
-    """Check a command line; return it, possibly extended (resume)."""
+def preflight(command: str, args: list[str], deep: bool = True) -> list[str]:
+    """Check a command line; return it, possibly extended (resume).
+
+    First what the config alone shows (the grammar, group options, keys, types,
+    interpolations, required values: no torch is imported for these), then, with
+    ``deep``, what needs building (``build.validate``: the targets' signatures, the
+    data) and the run dir. ``deep=False`` checks that a command line parses and
+    composes, and reads no checkpoint (resume=, ckpt= stay names): the README test."""
     if any(a.split("=", 1)[0] in _HYDRA_ONLY for a in args):
         return args
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -298,7 +305,7 @@ def preflight(command: str, args: list[str]) -> list[str]:
 
     user = [(ov, text) for ov, text in zip(parsed, raw) if not ov.key_or_group.startswith("hydra")]
     parsed_user, raw_user = [u[0] for u in user], [u[1] for u in user]
-    if command == "train":
+    if command == "train" and deep:
         args, raw_user, parsed_user = _train_resume_args(args, parsed, raw_user, parsed_user)
     if command == "sample":
         args = _sample_run_dir(args, parsed)
@@ -323,7 +330,12 @@ def preflight(command: str, args: list[str]) -> list[str]:
             sources["hydra.run.dir"] = f"the run dir of {resume}"
     run_dir = None
     jobs = _expand(parsed_user, raw_user) if multirun else [raw_user]
-    for job in jobs or []:
+    if not deep and jobs:  # a docs check: one job per combination of group options
+        jobs = list(
+            {tuple(j for j in job if j.split("=", 1)[0] in groups): job for job in jobs}.values()
+        )
+    composed = []
+    for job in jobs or []:  # what the config alone shows, for every job first
         try:
             cfg = _compose(command, job + dir_overrides, with_hydra=True)
         except Exception as e:
@@ -346,6 +358,10 @@ def preflight(command: str, args: list[str]) -> list[str]:
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:
             _fail(f"{missing[0]} is required: ganrun {command} {missing[0]}=<value>")
+        composed.append((job, cfg))
+    if not deep:
+        return args
+    for job, cfg in composed:  # then what needs building (torch)
         try:
             if command == "train":
                 from ganrun.build import validate
@@ -377,11 +393,11 @@ def _train_resume_args(args, parsed, raw_user, parsed_user):
     model can be overridden) and its run dir, and write no new .hydra/ there."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from ganrun import checkpoint as ckpt
-
     resume = [ov for ov in parsed if ov.key_or_group == "resume" and not ov.is_sweep_override()]
     if not resume or resume[-1].value() in (None, "null", ""):
         return args, raw_user, parsed_user
+    from ganrun import checkpoint as ckpt  # torch: only for a resume
+
     try:
         path, state = ckpt.load(str(resume[-1].value()))
     except GanrunError as e:
@@ -423,14 +439,20 @@ def _sample_run_dir(args, parsed):
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    completion = next((i for i, a in enumerate(argv) if a in _COMPLETION), None)
+    if completion is not None and completion <= 1:  # ganrun [<command>] -sc install=bash
+        from ganrun import completion as shell
+
+        shell.main(argv[completion + 1 :])
+        return
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         raise SystemExit(0 if argv else 2)
-    command, rest = argv[0], argv[1:]
+    command, rest = argv[0], expand_home(argv[1:])
     if command not in COMMANDS:
         _fail(f"unknown command {command!r}; choose from: {', '.join(COMMANDS)}")
     module_name, _, _ = COMMANDS[command]
-    if command == "train":  # a stop signal from here on gets one line and exit status 75
+    if command == "train" and not _shows(rest):  # a stop signal from here on: one line, 75
         from ganrun.signals import STOP, Interrupted
 
         STOP.install()
@@ -455,11 +477,246 @@ def main(argv: Sequence[str] | None = None) -> None:
     _run(module_name, command, rest)
 
 
+_COMPLETION = ("-sc", "--shell-completion")
+# Hydra's flags after which nothing runs: answered without importing the command
+# (and so torch), from the config alone
+_SHOW = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--version")
+# Hydra's flags that take the next argument as their value
+_FLAG_VALUE = {
+    "--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+    "--config-dir", "-cd", "--experimental-rerun", "--shell-completion", "-sc",
+}  # fmt: skip
+_INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def _shows(args: Sequence[str]) -> bool:
+    return any(a.split("=", 1)[0] in _SHOW for a in args)
+
+
+def overrides_of(args: Sequence[str]) -> list[str]:
+    """The overrides of a command line: its flags and their values dropped."""
+    out: list[str] = []
+    previous = None
+    for a in args:
+        if a.startswith("-"):
+            pass
+        elif previous in _FLAG_VALUE or (previous in ("--info", "-i") and a in _INFO_VALUES):
+            pass
+        else:
+            out.append(a)
+        previous = a
+    return out
+
+
+_HOME = re.compile(r"^([+~]*[^=~'\"]+)=(~[^,\[\]{}()'\"]*)$")
+
+
+def expand_home(args: Sequence[str]) -> list[str]:
+    """``dataset.root=~/pictures`` -> ``dataset.root=/home/me/pictures``: the shell does
+    not expand a ``~`` after ``key=``, and Hydra's grammar rejects it unquoted."""
+    out = []
+    for a in args:
+        m = _HOME.match(a) if not a.startswith("-") else None
+        if m:
+            path = os.path.expanduser(m.group(2))
+            if path != m.group(2):
+                if not re.fullmatch(r"[\w./@%+:-]+", path):  # quote what the grammar would not take
+                    path = "'" + path.replace("\\", "\\\\").replace("'", "\\'") + "'"
+                a = f"{m.group(1)}={path}"
+        out.append(a)
+    return out
+
+
+def register_schemas(command: str) -> None:
+    """The ConfigStore entries (and resolvers) a command's config needs, without
+    importing the command: ganrun.config's, and report's own schema."""
+    from ganrun.config import register_configs
+
+    register_configs()
+    if command == "report":
+        from ganrun.commands.report import register
+
+        register()
+
+
+def _show(command: str, rest: list[str]) -> None:
+    """``--help``, ``--cfg``, ``--info``: answered from the config alone, so the
+    command's module, and torch, stay unloaded. ``--help`` is rendered here from
+    Hydra's help template (Hydra's own lists the groups through ~100 config-repository
+    copies: seconds); the rest goes to Hydra through a stand-in task that runs nothing.
+    ``--cfg`` and ``--help`` show the config resolved (the recipe's numbers, not
+    ``${oc.select:...}``) when it resolves, and as written when it does not. A group
+    option or key that does not exist is one line, as without the flag."""
+    import hydra
+
+    from ganrun.paths import conf_dir
+
+    register_schemas(command)
+    overrides = overrides_of(rest)
+    cfg = _compose_to_show(command, overrides)
+    if cfg is not None and any(a in ("--help", "-h") for a in rest):
+        print(_help_text(cfg, "--resolve" in rest or _resolves(cfg)))
+        return
+    wants = any(a.split("=", 1)[0] in ("--cfg", "-c") for a in rest)
+    if wants and "--resolve" not in rest and cfg is not None and _resolves(cfg):
+        rest = [*rest, "--resolve"]
+
+    def task(cfg) -> None:  # never called: these flags run nothing
+        return None
+
+    task.__module__ = COMMANDS[command][0]  # Hydra names the job after the module
+    entry = hydra.main(
+        config_path=str(conf_dir()), config_name=CONFIG_NAMES[command], version_base="1.3"
+    )(task)
+    sys.argv = [f"{Path(sys.argv[0]).name} {command}", *rest]
+    entry()
+
+
+def _compose_to_show(command: str, overrides: list[str]):
+    """The command's config with ``overrides`` and Hydra's node (None for a sweep,
+    which Hydra shows itself); a wrong option or key fails with ganrun's one line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from ganrun import cli_checks
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as e:
+        _fail(_parse_message(e, overrides))
+    _check_group_choices(parsed)
+    if any(ov.is_sweep_override() for ov in parsed):
+        return None
+    try:
+        return _compose(command, overrides, with_hydra=True)
+    except Exception as e:
+        _fail(
+            _unknown_key_message(overrides, command)
+            or cli_checks.composition_message(e, lambda: _base(overrides, command), command)
+            or _one_line(e)
+        )
+
+
+def _without_hydra(cfg):
+    import copy
+
+    from omegaconf import open_dict
+
+    clean = copy.deepcopy(cfg)
+    with open_dict(clean):
+        clean.pop("hydra", None)
+    return clean
+
+
+def _resolves(cfg) -> bool:
+    from omegaconf import OmegaConf
+
+    try:
+        OmegaConf.resolve(_without_hydra(cfg))
+    except Exception:
+        return False
+    return True
+
+
+def _help_text(cfg, resolve: bool) -> str:
+    """Hydra's app help (``hydra.help.template``), with the groups listed from conf/."""
+    import string
+
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import get_args_parser
+    from omegaconf import OmegaConf
+
+    from ganrun.paths import config_groups, group_options
+
+    def groups(hydra_ones: bool) -> str:
+        if hydra_ones:  # Hydra's and its plugins' groups: only when a template asks
+            from ganrun.sweepers import hydra_group_options
+
+            names = [g for g in config_groups() if g.startswith("hydra/")]
+            return "".join(f"{g}: {', '.join(hydra_group_options(g))}\n" for g in names)
+        names = [g for g in config_groups() if not g.startswith("hydra")]
+        return "".join(f"{g}: {', '.join(group_options(g))}\n" for g in sorted(names))
+
+    template = str(cfg.hydra.help.template)
+    values = {
+        "FLAGS_HELP": Hydra.format_args_help(get_args_parser()),
+        "APP_CONFIG_GROUPS": groups(False),
+        "CONFIG": OmegaConf.to_yaml(_without_hydra(cfg), resolve=resolve),
+    }
+    if "HYDRA_CONFIG_GROUPS" in template:
+        values["HYDRA_CONFIG_GROUPS"] = groups(True)
+    return string.Template(template).safe_substitute(values)
+
+
+def check_command_line(argv: Sequence[str]) -> list[str]:
+    """``ganrun <argv>`` parsed and composed as ``main`` would before running it, and
+    nothing run or read from disk (``preflight(deep=False)``); Hydra's flags are
+    dropped. Fails as the CLI does (one line, SystemExit 2). For docs' command lines."""
+    argv = list(argv)
+    if not argv or argv[0] not in COMMANDS:
+        _fail(f"unknown command {argv[0] if argv else ''!r}; choose from: {', '.join(COMMANDS)}")
+    command, rest = argv[0], expand_home(argv[1:])
+    if command == "report":
+        from ganrun.commands.report import command_line
+
+        rest = command_line(rest)
+    register_schemas(command)
+    if _shows(rest):
+        _compose_to_show(command, overrides_of(rest))
+        return rest
+    rest = [a for a in rest if a in _MULTIRUN or not a.startswith("-")]
+    return preflight(command, rest, deep=False)
+
+
+def _under_torchrun() -> bool:
+    """torchrun's environment with several processes (ganrun.training.distributed,
+    which imports torch, is only loaded then)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
+def _name_sweep_jobs(args: list[str]) -> list[str]:
+    """For ``-m`` without a ``hydra.sweep.subdir=``: the job dirs are named by the
+    values the sweep varies (``0_seed-0``), which only the command line tells."""
+    if not any(a in _MULTIRUN for a in args):
+        return args
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from ganrun.runname import sweep_subdir_override
+
+    raw = [a for a in args if not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(raw)
+    except Exception:
+        return args
+    if any(ov.key_or_group == "hydra.sweep.subdir" for ov in parsed):
+        return args
+    swept = [
+        ov.key_or_group
+        for ov in parsed
+        if ov.is_sweep_override() and not ov.key_or_group.startswith("hydra")
+    ]
+    return [*args, sweep_subdir_override(swept)] if swept else args
+
+
 def _run(module_name: str, command: str, rest: list[str]) -> None:
-    module = importlib.import_module(module_name)
     if command == "report":  # positional DIRs -> dirs=[...]: Hydra takes no bare paths
-        rest = module.command_line(rest)
-    rest = preflight(command, rest)
+        from ganrun.commands.report import command_line
+
+        rest = command_line(rest)
+    if _shows(rest):
+        _show(command, rest)
+        return
+    if command == "train" and _under_torchrun():  # rank 0 checks, every rank gets its run dir
+        from ganrun.training import distributed
+
+        rest = distributed.rank0_preflight(lambda r=rest: preflight(command, r), rest)
+    else:
+        rest = preflight(command, rest)
+    if command == "train":
+        rest = _name_sweep_jobs(rest)
+    module = importlib.import_module(module_name)  # torch, for most: after the checks
     sys.argv = [f"{Path(sys.argv[0]).name} {command}", *rest]
     module.main()
 

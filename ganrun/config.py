@@ -256,6 +256,10 @@ def register_configs() -> None:
     # `${scale:${model.width},1,6}` = width * 1 // 6: lets a recipe size every layer
     # from model.width (the one knob that scales both networks) in its paper's ratios
     OmegaConf.register_new_resolver("scale", _scale, replace=True)
+    # ${ganrun.run_name:}: the readable part of a run dir's name (conf/train.yaml)
+    from ganrun.runname import register as register_run_name
+
+    register_run_name()
 
 
 def _scale(value: int, num: int, den: int = 1) -> int:

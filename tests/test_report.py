@@ -54,9 +54,12 @@ def _hand_made(run: Path, overrides: list[str], status: dict) -> None:
 def sweep(tmp_path_factory) -> Path:
     """Jobs 0-3 trained for real; 4 failed (width 8, seed 2), 5 killed (width 16, seed 2)."""
     root = tmp_path_factory.mktemp("report")
+    # job dirs numbered only (hydra.sweep.subdir given: the user's choice wins over
+    # ganrun's named ones), so the labels below are the job numbers
     r = ganrun(
-        "train", "-m", *SWEEP, "model.width=8,16", "seed=0,1", "hydra.sweep.dir=sweep", cwd=root
-    )
+        "train", "-m", *SWEEP, "model.width=8,16", "seed=0,1", "hydra.sweep.dir=sweep",
+        "hydra.sweep.subdir=${hydra.job.num}", cwd=root,
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     folder = root / "sweep"
     common = [o for o in SWEEP]

@@ -130,6 +130,7 @@ def test_a_refused_job_of_a_sweep_says_why_in_its_train_log(tmp_path):
     run_train(sweep / "0", [*TINY, "trainer.steps=2", "seed=7"])
     exe = str(Path(sys.executable).with_name("ganrun"))
     args = [exe, "train", "-m", *TINY, "trainer.steps=2", "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    args.append("hydra.sweep.subdir=${hydra.job.num}")  # job dirs 0, 1 (not 0_seed-0)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr

@@ -83,6 +83,15 @@ def wait_for(predicate, timeout: float, what: str, proc=None) -> None:
     pytest.fail(f"timed out waiting for {what}")
 
 
+def job_dir(sweep: Path, number: int) -> Path:
+    """Job ``number``'s dir: its name starts with the number (``0_seed-1``; a bare ``0``
+    under hydra.sweep.subdir=${hydra.job.num}), ganrun/runname.py."""
+    found = sorted(sweep.glob(f"{number}_*")) + [p for p in [sweep / str(number)] if p.exists()]
+    found = [p for p in found if p.is_dir()]
+    assert len(found) <= 1, found
+    return found[0] if found else sweep / str(number)
+
+
 def has_checkpoint(run_dir: Path) -> bool:
     return any((run_dir / "checkpoints").glob("step-*.pt"))
 
@@ -173,7 +182,11 @@ def test_a_2x2_grid_with_joblib_gives_four_finished_run_dirs(tmp_path):
     )
     assert r.returncode == 0, r.stderr[-3000:]
     runs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / ".hydra").is_dir())
-    assert [p.name for p in runs] == ["0", "1", "2", "3"]
+    # job dirs named by number, then what the sweep varies (ganrun/runname.py)
+    assert [p.name for p in runs] == [
+        f"{n}_seed-{s}_lr_d-{lr}"
+        for n, (s, lr) in enumerate([(0, "0.0001"), (0, "0.0002"), (1, "0.0001"), (1, "0.0002")])
+    ]
     cores = os.cpu_count() or 1
     for run in runs:
         assert status(run)["status"] == "finished"
@@ -225,8 +238,8 @@ def test_optuna_search_interrupted_and_continued_by_the_same_command(tmp_path):
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        wait_for(lambda: has_checkpoint(sweep / "1"), 180, "trial 1's first checkpoint", proc)
-        assert status(sweep / "0")["status"] == "finished"
+        wait_for(lambda: has_checkpoint(job_dir(sweep, 1)), 180, "trial 1's first checkpoint", proc)
+        assert status(job_dir(sweep, 0))["status"] == "finished"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:
@@ -236,7 +249,7 @@ def test_optuna_search_interrupted_and_continued_by_the_same_command(tmp_path):
     assert "rerun the same command to continue" in err
     first = trials(sweep)
     assert [(t["number"], t["state"]) for t in first] == [(0, "COMPLETE"), (1, "RUNNING")]
-    assert status(sweep / "1")["status"] == "stopped"
+    assert status(job_dir(sweep, 1))["status"] == "stopped"
 
     r = ganrun(args, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -244,18 +257,15 @@ def test_optuna_search_interrupted_and_continued_by_the_same_command(tmp_path):
     assert [(t["number"], t["state"]) for t in done] == [(n, "COMPLETE") for n in range(3)]
     assert done[0] == first[0]  # a finished trial is not run again
     assert done[1]["params"] == first[1]["params"]
-    log1 = (sweep / "1" / "train.log").read_text()
+    log1 = (job_dir(sweep, 1) / "train.log").read_text()
     assert "auto-resume" in log1, "the interrupted trial continues its own checkpoint"
     for t in done:  # every job dir holds its own trial, nothing else
         run = sweep / t["run_dir"]
-        assert t["run_dir"] == str(t["number"]) and status(run)["status"] == "finished"
+        assert run == job_dir(sweep, t["number"]) and status(run)["status"] == "finished"
         assert job_overrides(run)[: len(t["overrides"])] == t["overrides"]
         assert isinstance(t["value"], float)
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()) == [
-        "0",
-        "1",
-        "2",
-    ]
+    numbered = [p.name.split("_")[0] for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit()]
+    assert sorted(numbered) == ["0", "1", "2"]
     best = yaml.safe_load((sweep / "best.yaml").read_text())
     values = [t["value"] for t in done]
     assert best["value"] == max(values) and best["metric"] == "high_quality"
@@ -341,8 +351,8 @@ def test_submitit_local_runs_a_grid_each_job_in_its_own_process(tmp_path):
     )
     assert r.returncode == 0, r.stderr[-3000:]
     pids = set()
-    for job in ("0", "1"):
-        s = status(sweep / job)
+    for job in (0, 1):
+        s = status(job_dir(sweep, job))
         assert s["status"] == "finished"
         pids.add(s["pid"])
     assert len(pids) == 2 and r.stdout.count("submitit") + r.stderr.count("submitit") > 0
@@ -372,9 +382,9 @@ def test_submitit_job_preempted_by_sigusr1_checkpoints_requeues_and_continues(tm
         stderr=subprocess.PIPE,
         text=True,
     )
-    job = sweep / "0"
     try:
-        wait_for(lambda: has_checkpoint(job), 180, "the job's first checkpoint", proc)
+        wait_for(lambda: has_checkpoint(job_dir(sweep, 0)), 180, "the job's first checkpoint", proc)
+        job = job_dir(sweep, 0)  # named once it exists (0_vanilla_ring_...)
         pid = status(job)["pid"]
         os.kill(pid, signal.SIGUSR1)
         out, err = proc.communicate(timeout=240)
@@ -496,8 +506,8 @@ def test_a_trial_stopped_by_sigterm_without_requeue_stays_running_and_is_continu
         [*GANRUN, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        wait_for(lambda: has_checkpoint(sweep / "0"), 180, "trial 0's first checkpoint", proc)
-        os.kill(status(sweep / "0")["pid"], signal.SIGTERM)
+        wait_for(lambda: has_checkpoint(job_dir(sweep, 0)), 180, "trial 0's first checkpoint", proc)
+        os.kill(status(job_dir(sweep, 0))["pid"], signal.SIGTERM)
         out, err = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
@@ -512,8 +522,8 @@ def test_a_trial_stopped_by_sigterm_without_requeue_stays_running_and_is_continu
     assert r.returncode == 0, r.stderr[-3000:]
     done = trials(sweep)
     assert [(t["number"], t["state"]) for t in done] == [(0, "COMPLETE"), (1, "COMPLETE")]
-    assert "auto-resume" in (sweep / "0" / "train.log").read_text()
-    assert status(sweep / "0")["status"] == "finished"
+    assert "auto-resume" in (job_dir(sweep, 0) / "train.log").read_text()
+    assert status(job_dir(sweep, 0))["status"] == "finished"
 
 
 @pytest.mark.slow  # 20-40 s here: two sweeps with joblib workers
@@ -539,7 +549,7 @@ def test_a_joblib_search_stopped_by_sigterm_exits_75_and_continues(tmp_path):
     )
     try:
         wait_for(
-            lambda: has_checkpoint(sweep / "0") and has_checkpoint(sweep / "1"),
+            lambda: has_checkpoint(job_dir(sweep, 0)) and has_checkpoint(job_dir(sweep, 1)),
             180,
             "both trials' first checkpoints",
             proc,
@@ -557,8 +567,8 @@ def test_a_joblib_search_stopped_by_sigterm_exits_75_and_continues(tmp_path):
     r = ganrun(args, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert [t["state"] for t in trials(sweep)] == ["COMPLETE"] * 3
-    for job in ("0", "1"):
-        assert "auto-resume" in (sweep / job / "train.log").read_text()
+    for job in (0, 1):
+        assert "auto-resume" in (job_dir(sweep, job) / "train.log").read_text()
 
 
 def test_a_misspelt_search_key_or_no_score_is_one_line_before_any_trial(tmp_path):
