@@ -160,7 +160,7 @@ def test_two_ranks_of_batch_b_match_one_rank_of_batch_2b(tmp_path):
     (rank r takes slice r) and their gradients are averaged; only z differs (each rank
     draws its own). Two one-rank runs that differ only in z end 5 % apart (measured:
     the relative distance of their weight changes after these 2 SGD steps); asserted
-    for 2 ranks vs 1: under 15 %. Summing instead of averaging would double the SGD
+    for 2 ranks vs 1: under 15 % (measured: 5.2 %, as far as a different z). Summing instead of averaging would double the SGD
     updates (~100 % apart); not reducing at all stops the run (RanksOutOfSync)."""
     one, two = tmp_path / "one", tmp_path / "two"
     run_ranks([*NO_BATCHNORM, f"hydra.run.dir={one}"], tmp_path, world=1)
