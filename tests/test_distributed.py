@@ -51,12 +51,9 @@ def launch(args: list[str], cwd: Path, world: int = 2) -> list[subprocess.Popen]
             MASTER_ADDR="127.0.0.1", MASTER_PORT=port, WORLD_SIZE=str(world),
             RANK=str(rank), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
         )  # fmt: skip
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "ganrun", "train", *args], cwd=cwd, env=env,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            )  # fmt: skip
-        )
+        cmd = [sys.executable, "-m", "ganrun", "train", *args]
+        pipe = subprocess.PIPE
+        procs.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=pipe, stderr=pipe, text=True))
     return procs
 
 

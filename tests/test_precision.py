@@ -176,6 +176,7 @@ def test_an_fp16_scale_below_one_is_a_divergence(tmp_path):
         trainer.run()
 
 
+@pytest.mark.slow
 def test_fp16_scaler_state_survives_a_resume(tmp_path):
     base = tiny_overrides("dcgan", "mnist_embedded", "trainer.precision=fp16", "logger=none")
     run_train(tmp_path, [*base, "trainer.steps=2"])
