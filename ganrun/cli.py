@@ -552,10 +552,15 @@ def _show(command: str, rest: list[str]) -> None:
     from ganrun.paths import conf_dir
 
     register_schemas(command)
+    multirun = any(a in _MULTIRUN for a in rest)
+    if multirun and any(a.split("=", 1)[0] in ("--cfg", "-c", "--info", "-i") for a in rest):
+        # Hydra's own answer is a ValueError traceback
+        _fail("--cfg and --info show one job's config: drop -m and give one value per key")
     overrides = overrides_of(rest)
-    cfg = _compose_to_show(command, overrides)
-    if cfg is not None and any(a in ("--help", "-h") for a in rest):
-        print(_help_text(cfg, "--resolve" in rest or _resolves(cfg)))
+    helping = any(a in ("--help", "-h") for a in rest)
+    cfg = _compose_to_show(command, overrides, drop_sweeps=helping)
+    if cfg is not None and helping:
+        _print(_help_text(cfg, "--resolve" in rest or _resolves(cfg)))
         return
     wants = any(a.split("=", 1)[0] in ("--cfg", "-c") for a in rest)
     if wants and "--resolve" not in rest and cfg is not None and _resolves(cfg):
@@ -572,9 +577,19 @@ def _show(command: str, rest: list[str]) -> None:
     entry()
 
 
-def _compose_to_show(command: str, overrides: list[str]):
-    """The command's config with ``overrides`` and Hydra's node (None for a sweep,
-    which Hydra shows itself); a wrong option or key fails with ganrun's one line."""
+def _print(text: str) -> None:
+    """``text`` on stdout; a reader that stopped early (``| head``) is no error."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _compose_to_show(command: str, overrides: list[str], drop_sweeps: bool = False):
+    """The command's config with ``overrides`` and Hydra's node (``drop_sweeps``:
+    without the swept keys, for --help); a wrong option or key fails with ganrun's
+    one line."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from ganrun import cli_checks
@@ -584,9 +599,9 @@ def _compose_to_show(command: str, overrides: list[str]):
     except Exception as e:
         _fail(_parse_message(e, overrides))
     _check_group_choices(parsed)
-    if any(ov.is_sweep_override() for ov in parsed):
-        return None
-    try:
+    if drop_sweeps:
+        overrides = [t for ov, t in zip(parsed, overrides) if not ov.is_sweep_override()]
+    try:  # a sweep without -m fails here: "seed=0,1: a comma makes a sweep; add -m ..."
         return _compose(command, overrides, with_hydra=True)
     except Exception as e:
         _fail(

@@ -27,6 +27,8 @@ CASES = [
     ["train", "trainer.stepz=3"],
     ["train", "+foo=bar"],
     ["sample", "ckpt=x", "n=-"],
+    ["train", "seed=0,1", "--cfg", "job"],
+    ["train", "-m", "seed=0,1", "--cfg", "job"],
     ["train", "-sc", "query=bash"],
     ["-sc", "install=bash"],
 ]
@@ -68,6 +70,8 @@ def test_help_completion_and_config_errors_do_not_import_torch(tmp_path):
         "train trainer.stepz=3",
         "train +foo=bar",
         "sample ckpt=x n=-",
+        "train seed=0,1 --cfg job",  # Hydra's answers were several lines, a traceback
+        "train -m seed=0,1 --cfg job",
     ):
         case = by[bad]
         assert case["code"] == 2 and case["err"].count("\n") == 1, case
