@@ -131,7 +131,11 @@ def _resolve(*keys: str, _root_) -> str:
         params = OmegaConf.select(hydra, "sweeper.params", default=None) or {}
         shown = {str(k) for k in keys if str(k)} | {str(k) for k in params}
         only = shown or None
-    return run_name([str(t) for t in task], {str(k): v for k, v in choices.items()}, only)
+    from ganrun.paths import config_groups
+
+    # every group is a choice, also those choices do not list (regularizer=[gp,r1])
+    choices = {**dict.fromkeys(config_groups()), **{str(k): v for k, v in choices.items()}}
+    return run_name([str(t) for t in task], choices, only)
 
 
 def sweep_subdir_override(swept: Iterable[str]) -> str:

@@ -53,6 +53,8 @@ def test_the_run_dir_is_named_and_a_given_one_wins():
     folder = Path(str(cfg.hydra.run.dir))
     assert folder.parent.parent.name == "outputs"
     assert folder.name.endswith("_sngan_mnist_embedded_lr_d-4e-4"), folder
+    cfg = compose_config(["model=wgan_gp", "loss=hinge", "regularizer=[gp,r1]"], hydra=True)
+    assert str(cfg.hydra.run.dir).endswith("_wgan_gp_mnist_embedded_hinge_gp+r1")  # groups: options
     cfg = compose_config(["model=sngan", "hydra.run.dir=mine/here"], hydra=True)
     assert str(cfg.hydra.run.dir) == "mine/here"
 
