@@ -378,10 +378,14 @@ def _contiguous(trials: list[tuple[int, list[str]]]):
 
 
 def _job_dir(ret, sweep_dir: Path, number: int) -> Path:
+    """The trial's job dir: from its job's Hydra config, else (a job that did not
+    return one, e.g. a submitit job stopped by a signal) the dir named by its number:
+    ``<number>_<params>`` (ganrun/runname.py) or ``<number>``."""
     try:
         return Path(str(ret.hydra_cfg.hydra.runtime.output_dir))
     except Exception:
-        return sweep_dir / str(number)
+        named = sorted(p for p in sweep_dir.glob(f"{number}_*") if p.is_dir())
+        return named[0] if len(named) == 1 else sweep_dir / str(number)
 
 
 def _lines(e: BaseException | None) -> str:
