@@ -166,6 +166,7 @@ def test_preflight_leaves_interval_sweeps_to_the_sweeper():
 
 
 # --------------------------------------------------------------------------- grid + joblib
+@pytest.mark.slow  # ~15 s quiet: four real runs through joblib; the fast suite keeps one Optuna search
 def test_a_2x2_grid_with_joblib_gives_four_finished_run_dirs(tmp_path):
     sweep = tmp_path / "grid"
     r = ganrun(
@@ -322,6 +323,7 @@ def test_a_trial_that_diverges_is_fail_with_its_line_and_never_best(tmp_path):
     assert best["trials"]["fail"] == len(failed)
 
 
+@pytest.mark.slow  # ~8 s quiet: a subprocess per launcher with the extra hidden
 def test_without_the_sweeps_extra_the_sweeper_and_launchers_say_so_in_one_line(tmp_path):
     fake = tmp_path / "fake"
     for name in ("optuna", "submitit"):  # shadows the installed package
