@@ -166,7 +166,6 @@ def test_preflight_leaves_interval_sweeps_to_the_sweeper():
 
 
 # --------------------------------------------------------------------------- grid + joblib
-@pytest.mark.slow  # ~15 s quiet: four real runs through joblib; the fast suite keeps one Optuna search
 def test_a_2x2_grid_with_joblib_gives_four_finished_run_dirs(tmp_path):
     sweep = tmp_path / "grid"
     r = ganrun(
