@@ -268,3 +268,12 @@ def test_quiet_loggers_turns_every_backend_off():
     assert any(v is True for v in OmegaConf.to_container(cfg.logger).values())
     distributed.quiet_loggers(cfg)
     assert not any(v is True for v in OmegaConf.to_container(cfg.logger).values())
+
+
+def test_second_order_terms_come_from_the_regularizer_classes():
+    """What sync_batchnorm refuses beside it: every term whose class takes a second
+    derivative (first_order False), none that does not, read before building."""
+    cfg = compose_config(["regularizer=[gp,r1,ortho,weight_clip,dragan]", "model=dcgan"])
+    assert sorted(distributed.second_order_terms(cfg)) == ["dragan", "gp", "r1"]
+    unrolled = compose_config(["model=unrolled", "dataset=ring"])
+    assert distributed.second_order_terms(unrolled) == ["unrolled"]

@@ -183,7 +183,7 @@ def check(cfg, d: Dist | None = None) -> None:
                 "trainer.sync_batchnorm=true needs CUDA (torch's SyncBatchNorm runs on GPUs "
                 "only); drop it to train on the CPU with per-rank BatchNorm statistics"
             )
-        second = [str(k) for k in (cfg.get("regularizer") or {}) if str(k) in SECOND_ORDER]
+        second = second_order_terms(cfg)
         if second:
             raise ConfigError(
                 f"trainer.sync_batchnorm=true cannot be combined with regularizer={second[0]}: "
@@ -192,10 +192,21 @@ def check(cfg, d: Dist | None = None) -> None:
             )
 
 
-# regularizer options (conf/regularizer/*.yaml) that take a second derivative; the
-# Regularizer classes say so themselves (first_order = False), this is for checks
-# made before they are built
-SECOND_ORDER = ("gp", "gp_one_sided", "r1", "consensus", "dragan")
+def second_order_terms(cfg) -> list[str]:
+    """The chosen regularizers that take a second derivative, as their classes declare
+    (``Regularizer.first_order``), read from each node's ``_target_`` before building."""
+    from hydra.utils import get_class
+
+    out = []
+    for name, node in (cfg.get("regularizer") or {}).items():
+        target = node.get("_target_") if node is not None else None
+        try:
+            cls = get_class(target) if isinstance(target, str) else None
+        except Exception:
+            cls = None  # build.validate names a bad _target_ itself
+        if cls is not None and not getattr(cls, "first_order", False):
+            out.append(str(name))
+    return out
 
 
 # --------------------------------------------------------------------------- before Hydra
