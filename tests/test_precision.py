@@ -21,6 +21,7 @@ from ganrun.training.precision import (
     penalty_grad,
 )
 from tests.conftest import (
+    TINY_MODEL,
     assert_resume_is_exact,
     cli_error,
     compose_config,
@@ -293,3 +294,17 @@ def test_bench_throughput_measures_variants_side_by_side(tmp_path):
         for kind in ("ganrun", "reference"):
             assert per[kind]["img_per_s"] > 0 and per[kind]["peak_mib"] >= 0
     assert "bf16+channels_last" in r.stdout and "ratio" in r.stdout
+
+
+# --------------------------------------------------------------------------- every model
+@pytest.mark.parametrize("model", sorted(TINY_MODEL))
+def test_every_model_trains_under_bf16(tmp_path, model):
+    """Each network's forward and backward under autocast (a buffer updated from a
+    bf16 activation once broke StyleGAN's training mode here)."""
+    dataset = "ring" if model in ("pacgan_mlp", "unrolled") else "mnist_embedded"
+    _, values = run_train(
+        tmp_path,
+        tiny_overrides(model, dataset, "logger=none", "trainer.precision=bf16", "trainer.steps=1"),
+    )
+    assert {"loss/d", "loss/g"} <= set(values)
+    assert all(math.isfinite(v) for v in values.values() if isinstance(v, float))

@@ -324,7 +324,8 @@ class Generator(base.Generator):
         w = self.mapping(z)
         if self.training:
             with torch.no_grad():  # the reference code's dlatent_avg, updated per minibatch
-                self.w_avg.lerp_(w.detach().mean(0), 1.0 - self.w_avg_beta)
+                # (in fp32: under autocast w may be bf16/fp16 while the buffer is not)
+                self.w_avg.lerp_(w.detach().mean(0).to(self.w_avg.dtype), 1.0 - self.w_avg_beta)
         ws = w.unsqueeze(1).expand(-1, self.num_ws, -1)
         if self.training and self.style_mixing_prob > 0:
             if float(torch.rand(())) < self.style_mixing_prob:
