@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import sys
 import time
 import types
@@ -381,6 +382,11 @@ class Trainer:
         if self.dist.is_main:  # (torchrun: only rank 0 writes the run dir)
             ckpt.clean_temporaries(self.run_dir / ckpt.CKPT_DIR)  # left by a killed write
         if t.deterministic:
+            if self.device.type == "cuda":
+                # cuBLAS is deterministic only with a fixed workspace (PyTorch's
+                # reproducibility notes); without it use_deterministic_algorithms makes
+                # the first matmul raise. Read when cuBLAS first starts in the process.
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = not t.deterministic
