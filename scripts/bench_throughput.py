@@ -21,6 +21,14 @@ trains (sigmoid + BCELoss, D on real then on G(z).detach(), the same G(z) reused
 G's step; under autocast the BCE is taken in fp32 outside it, as autocast requires).
 Both hold the same in-memory random data as uint8 and scale each batch to [-1, 1].
 
+`--overhead` measures instead what logging, pictures and checkpoints cost at the
+default intervals (trainer.log_every, image_every, checkpoint_every of
+conf/trainer/default.yaml, with the default TensorBoard logger): runs of the same
+length with each kind of event made frequent are timed against a run where none
+happens but the final ones every run has, alternating, so each event's cost is the
+median extra seconds per extra event; the overhead is the sum of cost / interval over
+the median step time.
+
 Each measurement runs in a fresh process (spawned), so each has its own peak memory
 (CUDA: torch.cuda.max_memory_allocated; CPU: the growth of the process's peak RSS
 from before the networks are built) and compile caches do not carry over; the
@@ -167,6 +175,67 @@ def ganrun_img_per_s(overrides: list[str], steps: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         values = Trainer(cfg, Path(tmp), built).run()
     return values["perf/img_per_s"]
+
+
+# ----------------------------------------------------------------------------- overhead
+EVENTS = ("log", "image", "checkpoint")
+
+
+def ganrun_wall_s(overrides: list[str], steps: int, event: str | None, every: int) -> float:
+    """Seconds of Trainer.run for `steps` generator steps with the TensorBoard logger.
+    No logging, picture or checkpoint happens before the last step (which has all
+    three in every run), except `event`, which happens every `every` steps."""
+    never = {name: steps for name in EVENTS}
+    if event is not None:
+        never[event] = every
+    cfg = compose(
+        [
+            *DEFAULTS,
+            *overrides,
+            "logger=tensorboard",
+            f"trainer.steps={steps}",
+            f"trainer.log_every={never['log']}",
+            f"trainer.image_every={never['image']}",
+            f"trainer.checkpoint_every={never['checkpoint']}",
+            "trainer.progress=false",
+        ]
+    )
+    seed_everything(0)
+    built = build(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        Trainer(cfg, Path(tmp), built).run()
+        return time.perf_counter() - t0
+
+
+def overhead(overrides: list[str], steps: int, repeats: int, every: int) -> dict:
+    """Cost of one log step / picture / checkpoint and their share of step time at the
+    default intervals; measured in this process, the runs alternating."""
+    if steps % every or steps // every < 2:
+        raise SystemExit(f"bench_throughput: --steps {steps} must be a multiple >= 2 of {every}")
+    defaults = compose([*DEFAULTS, *overrides]).trainer
+    ganrun_wall_s(overrides, every, None, every)  # warm-up: first-call costs land here
+    walls: dict[str, list[float]] = {"none": [], **{e: [] for e in EVENTS}}
+    for r in range(repeats):
+        for event in walls:
+            interval = 1 if event == "log" else every
+            wall = ganrun_wall_s(overrides, steps, None if event == "none" else event, interval)
+            walls[event].append(wall)
+            print(f"repeat {r + 1}: {event:<11} {wall:.2f} s for {steps} steps", flush=True)
+    base = statistics.median(walls["none"])
+    step_s = base / steps
+    out = {"steps": steps, "step_s": step_s, "events": {}}
+    share = 0.0
+    for event in EVENTS:
+        interval = 1 if event == "log" else every
+        extra = steps // interval - 1  # the last step has one in every run
+        cost = statistics.median(w - b for w, b in zip(walls[event], walls["none"])) / extra
+        default = int(defaults[f"{event}_every"])
+        part = max(cost, 0.0) / default / step_s
+        share += part
+        out["events"][event] = {"cost_s": cost, "default_every": default, "share": part}
+    out["share"] = share
+    return out
 
 
 # ----------------------------------------------------------------------------- reference loop
@@ -325,8 +394,38 @@ def main() -> None:
         action="store_true",
         help="measure in this process (no peak memory per measurement; faster start)",
     )
+    p.add_argument(
+        "--overhead",
+        action="store_true",
+        help="measure logging + picture + checkpoint overhead at the default intervals",
+    )
+    p.add_argument(
+        "--every",
+        type=int,
+        default=10,
+        help="with --overhead: the interval of pictures and checkpoints in the timed runs",
+    )
     p.add_argument("--json", type=Path, help="write the results here as JSON")
     args = p.parse_args()
+    if args.overhead:
+        cfg = compose([*DEFAULTS, *args.overrides])
+        print(
+            f"device={resolve_device(cfg.trainer.device)} threads={torch.get_num_threads()} "
+            f"torch={torch.__version__} model={cfg.model.name} "
+            f"batch={cfg.trainer.batch_size} overhead at the default intervals",
+            flush=True,
+        )
+        got = overhead(args.overrides, args.steps, args.repeats, args.every)
+        print(f"step time {got['step_s'] * 1000:.1f} ms (median of runs without events)")
+        for event, e in got["events"].items():
+            print(
+                f"{event:<11} {e['cost_s'] * 1000:8.1f} ms each, every {e['default_every']:>5} "
+                f"steps by default: {100 * e['share']:.3f} % of step time"
+            )
+        print(f"total      {100 * got['share']:.3f} % of step time at the default intervals")
+        if args.json:
+            args.json.write_text(json.dumps({"overrides": args.overrides, **got}, indent=2))
+        return
     variants = [Variant.parse(v) for v in args.variants.split(",") if v]
 
     cfg = compose([*DEFAULTS, *args.overrides])
