@@ -76,7 +76,20 @@ SETUPS: dict[str, list[str]] = {
     # (conf/experiment/<model>_mnist.yaml lists each departure from the paper)
     **{
         f"{name}_mnist": [f"experiment={name}_mnist"]
-        for name in ("wgan", "lsgan", "acgan", "ebgan", "began", "dragan")
+        for name in (
+            "wgan",
+            "wgan_gp",
+            "sngan",
+            "sngan_resnet",
+            "sagan",
+            "biggan",
+            "stylegan",
+            "lsgan",
+            "acgan",
+            "ebgan",
+            "began",
+            "dragan",
+        )
         if (ROOT / "conf" / "experiment" / f"{name}_mnist.yaml").is_file()
     },
 }

@@ -120,6 +120,8 @@ def test_grid_modes_trains_with_its_ema_and_two_d_steps(tmp_path):
 # is ganrun's default, the same in the recipe).
 MNIST_DEPARTURES = {
     "wgan_mnist": {"model.width"},
+    "wgan_gp_mnist": {"model.width"},
+    "sngan_mnist": {"model.width"},
     "lsgan_mnist": {"model.width"},
     "acgan_mnist": {"model.width"},
     "ebgan_mnist": {"model.width"},
