@@ -369,7 +369,7 @@ def preflight(command: str, args: list[str], deep: bool = True) -> list[str]:
 
                 cfg, _, _ = prepare(cfg, job)
                 validate(cfg)
-                from ganrun.metrics.hook import check_train_eval
+                from ganrun.training.evaluation import check_train_eval
 
                 check_train_eval(cfg)
                 if not multirun:  # before Hydra writes .hydra/ into a named run dir

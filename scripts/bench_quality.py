@@ -9,7 +9,7 @@
 A setup (SETUPS) is a list of `ganrun train` overrides: a model's shipped recipe
 (`model=cgan`), or an ad-hoc one given with `--define NAME OVERRIDE...`. Each run is one
 `ganrun train ... eval=offline` subprocess, so what is measured is exactly what a user
-runs; the training-time evaluation (ganrun.metrics.hook) scores G_ema (else G) every
+runs; the training-time evaluation (ganrun.training.evaluation) scores G_ema (else G) every
 --eval-every steps and at the end: IS, FID, KID, precision and recall (Kynkaanniemi et
 al. 2019) in the features of the fitted MNIST classifier, 10,000 samples against the
 500 held-out digits. Every finished run -- diverged and failed ones too, never dropped

@@ -166,7 +166,7 @@ def test_train_with_fid_offline_fails_before_the_run_dir_exists(env, tmp_path, c
     assert len(calls) == 1 and "weights-inception-2015-12-05-6726825d.pth" in err
     assert list(tmp_path.iterdir()) == []  # no run dir, no outputs/
     # eval.required=false: the same run is allowed to start (and skips the metric)
-    from ganrun.metrics.hook import check_train_eval
+    from ganrun.training.evaluation import check_train_eval
 
     check_train_eval(
         compose_config(tiny_overrides("dcgan", "mnist_embedded", "eval=fid", "eval.required=false"))

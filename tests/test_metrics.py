@@ -342,7 +342,7 @@ def test_settings_reject_bad_input():
         Settings(metrics=["fid"]).check("points")
     with pytest.raises(ConfigError, match="n >= 10"):
         Settings(metrics=["is"], n=5).check()
-    from ganrun.metrics.hook import check_train_eval
+    from ganrun.training.evaluation import check_train_eval
 
     cfg = compose_config(tiny_overrides("dcgan", "mnist_embedded", "eval.metrics=[is]"))
     with pytest.raises(ConfigError, match="eval.best=fid needs metric fid"):
@@ -353,7 +353,7 @@ def test_settings_reject_bad_input():
 def test_every_eval_option_composes_and_checks(option, cache, monkeypatch):
     from ganrun.metrics import weights
     from ganrun.metrics.evaluate import SCORES_OF
-    from ganrun.metrics.hook import check_train_eval
+    from ganrun.training.evaluation import check_train_eval
 
     save_tiny_evaluator(cache)
     fetched = []  # the Inception weights are located (or fetched) before the run starts
@@ -410,7 +410,7 @@ def test_modes_on_ring_with_the_real_mode_counter(cache):
 
 
 def test_modes_needs_known_modes_and_a_fitted_classifier(cache):
-    from ganrun.metrics.hook import check_train_eval
+    from ganrun.training.evaluation import check_train_eval
 
     with pytest.raises(ConfigError, match="known modes"):
         check_train_eval(compose_config(tiny_overrides("dcgan", "mnist_embedded", "eval=modes")))
@@ -476,7 +476,7 @@ def test_training_with_eval_writes_metrics_best_and_resume_keeps_the_best(tmp_pa
     # resume from step 3: the best-so-far comes back from the checkpoint
     from ganrun.build import build
     from ganrun.commands.train import prepare
-    from ganrun.metrics.hook import make_evaluator
+    from ganrun.training.evaluation import make_evaluator
     from ganrun.training.loop import Trainer
 
     cfg = compose_config([*base, f"resume={run}", "trainer.steps=6"])

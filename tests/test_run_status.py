@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ganrun.errors import ConfigError, DivergenceError
-from ganrun.metrics.hook import sweep_score, sweep_value
+from ganrun.training.evaluation import sweep_score, sweep_value
 from ganrun.training.rundir import RunDirError, read_status
 from tests.conftest import run_train, tiny_overrides
 

@@ -129,8 +129,8 @@ def test_each_hparams_search_composes_and_its_space_parses(name):
     from omegaconf import OmegaConf, open_dict
 
     from ganrun.build import validate
-    from ganrun.metrics.hook import sweep_score
     from ganrun.sweepers.space import parse
+    from ganrun.training.evaluation import sweep_score
 
     cfg = compose_config([f"hparams_search={name}"], hydra=True)
     sweeper = cfg.hydra.sweeper

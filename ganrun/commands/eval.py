@@ -146,7 +146,7 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
         records.append(record)
         history = ckpt.run_dir_of(path) / "metrics.jsonl"
         if cfg.history and history not in histories:
-            from ganrun.metrics.hook import read_jsonl
+            from ganrun.training.evaluation import read_jsonl
 
             histories.add(history)
             rows += [(f"{_short(history)} step {r.get('step')}", r) for r in read_jsonl(history)]

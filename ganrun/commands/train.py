@@ -22,11 +22,11 @@ from ganrun.build import build
 from ganrun.commands import _to_log_files, report_errors
 from ganrun.config import LoggerConfig, SweepConfig, TrainerConfig, register_configs
 from ganrun.errors import CheckpointError, DivergenceError, GanrunError, Stopped
-from ganrun.metrics.hook import make_evaluator, sweep_score, sweep_value
 from ganrun.paths import conf_dir, config_groups
 from ganrun.runinfo import announce
 from ganrun.signals import STOP, Interrupted, signal_name
 from ganrun.training import distributed
+from ganrun.training.evaluation import make_evaluator, sweep_score, sweep_value
 from ganrun.training.loggers import end_run
 from ganrun.training.rundir import (
     RunDirLock,
@@ -183,7 +183,7 @@ def train(
 def _summary(trainer, run_dir: Path) -> None:
     """The end of a finished run in a few lines: final and best scores, where the
     checkpoints and the last grid are, how to sample and continue."""
-    from ganrun.metrics.hook import BEST_FILE, read_metrics
+    from ganrun.training.evaluation import BEST_FILE, read_metrics
 
     lines = [f"summary of {run_dir} (step {trainer.step}, {trainer.elapsed:.0f} s of training):"]
     records = read_metrics(run_dir)

@@ -7,7 +7,9 @@
 - ``weights``: the InceptionV3 weights file: where it is, and its SHA-256 check.
 - ``classifier``: the offline evaluator (``train_classifier``, ``load_classifier``).
 - ``modes``: mode coverage on ring/grid/stacked MNIST.
-- ``hook``: the ``Evaluator`` training hook (metrics.jsonl, best.pt).
 
-Modules import torch-fidelity only when they need it.
+Modules import torch-fidelity only when they need it. Nothing here knows the
+training loop: the periodic evaluation during training (the ``Evaluator`` hook,
+metrics.jsonl, best.pt) is ``ganrun.training.evaluation``, which calls into this
+package.
 """

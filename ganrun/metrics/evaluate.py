@@ -1,6 +1,6 @@
 """One evaluation of a generator: samples, metrics, and the protocol they were measured under.
 
-Used by the training hook (``ganrun.metrics.hook``) and by ``ganrun eval``.
+Used by the training hook (``ganrun.training.evaluation``) and by ``ganrun eval``.
 Metric names: ``fid``, ``is``, ``kid``, ``prc`` (precision, recall, f_score) go
 through torch-fidelity (``ganrun.metrics.fidelity``); ``modes`` calls
 ``ganrun.metrics.modes.mode_metrics`` (ring/grid/stacked MNIST).

@@ -13,7 +13,7 @@ in ganrun/_plugins), which hands everything to ``OptunaSweeper`` here.
   are asked for. A job dir is named by its trial's number, so no job dir ever
   receives a different trial.
 * A job that returns no value (refused, diverged, no finite score: see
-  ganrun.metrics.hook.sweep_value) is a FAIL trial with its status.json line, never
+  ganrun.training.evaluation.sweep_value) is a FAIL trial with its status.json line, never
   a fake 0 or inf, and is never the best.
 * After each batch ``trials.jsonl`` (one line per trial) and ``best.yaml`` (the best
   trial's value, parameters and a copy-pasteable ``ganrun train ...`` line) are
@@ -154,7 +154,7 @@ class OptunaSweeper:
 
     # ------------------------------------------------------------------ set-up
     def _objective(self) -> tuple[str, str]:
-        from ganrun.metrics.hook import sweep_score
+        from ganrun.training.evaluation import sweep_score
 
         try:
             name, higher = sweep_score(self.config)

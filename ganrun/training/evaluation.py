@@ -7,6 +7,13 @@ evaluation to ``<run>/metrics.jsonl`` (step, kimg, scores, protocol), and when
 the ``eval.best`` score improves writes ``<run>/checkpoints/best.pt`` (same
 format as the step checkpoints, written atomically, never pruned). Its
 best-so-far goes into every checkpoint, so a resumed run keeps it.
+
+It lives in ``training/`` beside ``hooks.Hook`` because it is training code (it
+reads the Trainer, writes the run dir's files, takes part in checkpoint and
+resume); it calls into ``ganrun.metrics`` for the numbers, and ``ganrun.metrics``
+knows nothing of the loop. With it: the train preflight of ``cfg.eval``
+(``check_train_eval``) and the sweep value read back from a run's
+``metrics.jsonl`` (``sweep_score``, ``sweep_value``).
 """
 
 from __future__ import annotations
