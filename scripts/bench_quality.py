@@ -75,22 +75,8 @@ SETUPS: dict[str, list[str]] = {
     # CPU-sized setups of recipes too big for a CPU at their own settings
     # (conf/experiment/<model>_mnist.yaml lists each departure from the paper)
     **{
-        f"{name}_mnist": [f"experiment={name}_mnist"]
-        for name in (
-            "wgan",
-            "wgan_gp",
-            "sngan",
-            "sngan_resnet",
-            "sagan",
-            "biggan",
-            "stylegan",
-            "lsgan",
-            "acgan",
-            "ebgan",
-            "began",
-            "dragan",
-        )
-        if (ROOT / "conf" / "experiment" / f"{name}_mnist.yaml").is_file()
+        f.stem: [f"experiment={f.stem}"]
+        for f in sorted((ROOT / "conf" / "experiment").glob("*_mnist.yaml"))
     },
 }
 
