@@ -187,7 +187,7 @@ def reference_row(args) -> dict:
 
     register_configs()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["eval=offline"])
+        cfg = compose(config_name="train", overrides=["eval=offline", *args.set])
     settings = Settings.from_config(cfg.eval)
     t0 = time.perf_counter()
     ev = Evaluation(settings, cfg, dataset_name="mnist_embedded", device=torch.device("cpu"))
@@ -205,13 +205,19 @@ def reference_row(args) -> dict:
     final = {k: _score(scores, k) for k in SCORES}
     print("  reference:", final, flush=True)
     return {
-        "setup": "real digits (reference)",
+        "setup": "real digits (reference" + "".join(f", {o}" for o in args.set) + ")",
         "reference": True,
+        "set": list(args.set),
         "n": int(x.shape[0]),
         "final": final,
         "protocol": protocol,
         "wall_seconds": round(time.perf_counter() - t0, 1),
-        "command": "python scripts/bench_quality.py --reference",
+        "command": " ".join(
+            [
+                "python scripts/bench_quality.py --reference",
+                *(["--set", *args.set] if args.set else []),
+            ]
+        ),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
@@ -248,7 +254,11 @@ def first_met(row: dict, real_is: float | None) -> dict | None:
 
 
 def report(rows: list[dict]) -> str:
-    ref = next((r for r in reversed(rows) if r.get("reference")), None)
+    # the ceiling is the last reference row at the default settings; reference rows
+    # taken with --set (e.g. dataset.resolution=32) are listed beside it
+    refs = [r for r in rows if r.get("reference")]
+    ref = next((r for r in reversed(refs) if not r.get("set")), None)
+    extra_refs = {r["setup"]: r for r in refs if r.get("set")}
     real_is = ref["final"]["is"] if ref else None
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -276,6 +286,13 @@ def report(rows: list[dict]) -> str:
         lines.append(
             f"| real digits (reference, n={ref['n']}) | — | — | {f['is']:.3g} | {f['fid']:.3g} "
             f"| {f['kid']:.3g} | {f['precision']:.3g} | {f['recall']:.3g} | — | — | — | — |"
+        )
+    for name, r in sorted(extra_refs.items()):
+        f = r["final"]
+        lines.append(
+            f"| {name} (n={r['n']}) | — | — "
+            f"| {f['is']:.3g} | {f['fid']:.3g} | {f['kid']:.3g} | {f['precision']:.3g} "
+            f"| {f['recall']:.3g} | — | — | — | — |"
         )
     for (setup, steps), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
         ok = [r for r in rs if r["status"] == "ok"]
