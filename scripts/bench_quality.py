@@ -175,8 +175,11 @@ def _cpu_name() -> str:
 
 
 def reference_row(args) -> dict:
-    """The real training digits scored against the held-out split, same protocol."""
+    """The real training digits scored against the held-out split, same protocol
+    (with the `dataset.*` overrides of --set, e.g. dataset.resolution=32)."""
     import torch
+
+    data_set = [o for o in args.set if o.startswith("dataset.")]
     from hydra import compose, initialize_config_dir
 
     from ganrun.build import build_dataset
@@ -187,7 +190,7 @@ def reference_row(args) -> dict:
 
     register_configs()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["eval=offline", *args.set])
+        cfg = compose(config_name="train", overrides=["eval=offline", *data_set])
     settings = Settings.from_config(cfg.eval)
     t0 = time.perf_counter()
     ev = Evaluation(settings, cfg, dataset_name="mnist_embedded", device=torch.device("cpu"))
@@ -205,9 +208,9 @@ def reference_row(args) -> dict:
     final = {k: _score(scores, k) for k in SCORES}
     print("  reference:", final, flush=True)
     return {
-        "setup": "real digits (reference" + "".join(f", {o}" for o in args.set) + ")",
+        "setup": "real digits (reference" + "".join(f", {o}" for o in data_set) + ")",
         "reference": True,
-        "set": list(args.set),
+        "set": list(data_set),
         "n": int(x.shape[0]),
         "final": final,
         "protocol": protocol,
@@ -215,7 +218,7 @@ def reference_row(args) -> dict:
         "command": " ".join(
             [
                 "python scripts/bench_quality.py --reference",
-                *(["--set", *args.set] if args.set else []),
+                *(["--set", *data_set] if data_set else []),
             ]
         ),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
