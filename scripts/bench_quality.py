@@ -178,8 +178,6 @@ def reference_row(args) -> dict:
     """The real training digits scored against the held-out split, same protocol
     (with the `dataset.*` overrides of --set, e.g. dataset.resolution=32)."""
     import torch
-
-    data_set = [o for o in args.set if o.startswith("dataset.")]
     from hydra import compose, initialize_config_dir
 
     from ganrun.build import build_dataset
@@ -188,6 +186,7 @@ def reference_row(args) -> dict:
     from ganrun.metrics.evaluate import Evaluation, Settings
     from ganrun.paths import conf_dir
 
+    data_set = [o for o in args.set if o.startswith("dataset.")]
     register_configs()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["eval=offline", *data_set])
@@ -284,19 +283,11 @@ def report(rows: list[dict]) -> str:
         "| train / run | status |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    if ref:
-        f = ref["final"]
-        lines.append(
-            f"| real digits (reference, n={ref['n']}) | — | — | {f['is']:.3g} | {f['fid']:.3g} "
-            f"| {f['kid']:.3g} | {f['precision']:.3g} | {f['recall']:.3g} | — | — | — | — |"
-        )
-    for name, r in sorted(extra_refs.items()):
-        f = r["final"]
-        lines.append(
-            f"| {name} (n={r['n']}) | — | — "
-            f"| {f['is']:.3g} | {f['fid']:.3g} | {f['kid']:.3g} | {f['precision']:.3g} "
-            f"| {f['recall']:.3g} | — | — | — | — |"
-        )
+    labelled = [("real digits (reference, n={n})", ref)] if ref else []
+    labelled += [(name + " (n={n})", r) for name, r in sorted(extra_refs.items())]
+    for label, r in labelled:
+        scores = " | ".join(f"{r['final'][k]:.3g}" for k in SCORES)
+        lines.append(f"| {label.format(n=r['n'])} | — | — | {scores} | — | — | — | — |")
     for (setup, steps), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
         ok = [r for r in rs if r["status"] == "ok"]
         cols = [_mean_se([r["final"][k] for r in ok]) for k in SCORES]

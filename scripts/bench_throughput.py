@@ -159,22 +159,29 @@ def ganrun_img_per_s(overrides: list[str], steps: int) -> float:
     """One run of ganrun's Trainer for 2 x `steps` generator steps; img/s of the
     second half (the first absorbs warm-up, and compilation). The final checkpoint
     and picture are written after the timed interval."""
-    cfg = compose(
+    values, _ = train_once(
         [
-            *DEFAULTS,
             *overrides,
             f"trainer.steps={2 * steps}",
             f"trainer.log_every={steps}",
-            "trainer.progress=false",
             f"trainer.checkpoint_every={10**9}",
             f"trainer.image_every={10**9}",
         ]
     )
+    return values["perf/img_per_s"]
+
+
+def train_once(overrides: list[str]) -> tuple[dict, float]:
+    """One run of ganrun's Trainer (seed 0, no progress bar, a temporary run dir) on
+    the benchmark's DEFAULTS + `overrides`: its final values and the seconds of
+    Trainer.run (the networks are built before the clock starts)."""
+    cfg = compose([*DEFAULTS, *overrides, "trainer.progress=false"])
     seed_everything(0)
     built = build(cfg)
     with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
         values = Trainer(cfg, Path(tmp), built).run()
-    return values["perf/img_per_s"]
+        return values, time.perf_counter() - t0
 
 
 # ----------------------------------------------------------------------------- overhead
@@ -188,24 +195,17 @@ def ganrun_wall_s(overrides: list[str], steps: int, event: str | None, every: in
     never = {name: steps for name in EVENTS}
     if event is not None:
         never[event] = every
-    cfg = compose(
+    _, seconds = train_once(
         [
-            *DEFAULTS,
             *overrides,
             "logger=tensorboard",
             f"trainer.steps={steps}",
             f"trainer.log_every={never['log']}",
             f"trainer.image_every={never['image']}",
             f"trainer.checkpoint_every={never['checkpoint']}",
-            "trainer.progress=false",
         ]
     )
-    seed_everything(0)
-    built = build(cfg)
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        Trainer(cfg, Path(tmp), built).run()
-        return time.perf_counter() - t0
+    return seconds
 
 
 def overhead(overrides: list[str], steps: int, repeats: int, every: int) -> dict:

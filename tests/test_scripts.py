@@ -210,3 +210,36 @@ def test_bench_quality_goal_needs_all_three_scores():
     assert not bq.meets_goal({**good, "recall": 0.79}, real_is=9.7)
     assert not bq.meets_goal({**good, "precision": None}, real_is=9.7)
     assert not bq.meets_goal(good, real_is=None)  # no reference row yet: nothing is met
+
+
+def test_bench_quality_ceiling_is_the_default_reference_row():
+    """A reference row taken with --set (dataset.resolution=32) is listed beside the
+    default one, but the goal's IS ceiling stays the default row's, whichever is newer."""
+    bq = _load("bench_quality")
+    scores = {"fid": 10.0, "kid": 0.0, "precision": 0.9, "recall": 0.9}
+    default = {"setup": "real digits (reference)", "reference": True, "set": [], "n": 4500,
+               "final": {**scores, "is": 9.76}}  # fmt: skip
+    at32 = {"setup": "real digits (reference, dataset.resolution=32)", "reference": True,
+            "set": ["dataset.resolution=32"], "n": 4500, "final": {**scores, "is": 5.0}}  # fmt: skip
+    text = bq.report([default, at32])
+    assert "(≥ 8.78)" in text  # 90 % of 9.76, not of the newer 32 px row's 5.0
+    assert "| real digits (reference, n=4500) | — | — | 9.76 |" in text
+    assert "| real digits (reference, dataset.resolution=32) (n=4500) | — | — | 5 |" in text
+
+
+@pytest.mark.slow
+def test_bench_throughput_overhead_reports_each_event(tmp_path):
+    """--overhead: a cost per log step, picture and checkpoint, and their share at the
+    default intervals (log 50, image 500, checkpoint 1000)."""
+    out = tmp_path / "overhead.json"
+    _run(str(SCRIPTS / "bench_throughput.py"), "--overhead", "--steps", "4", "--every", "2",
+         "--repeats", "1", "model.width=8", "dataset.resolution=32", "--json", str(out),
+         cwd=tmp_path)  # fmt: skip
+    got = json.loads(out.read_text())
+    assert {e: v["default_every"] for e, v in got["events"].items()} == {
+        "log": 50,
+        "image": 500,
+        "checkpoint": 1000,
+    }
+    assert got["step_s"] > 0 and got["share"] >= 0
+    assert got["share"] == pytest.approx(sum(v["share"] for v in got["events"].values()))
