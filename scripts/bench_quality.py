@@ -160,7 +160,8 @@ def run_one(setup: str, seed: int, args) -> dict:
         "cpu": _cpu_name(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    print(f"  {status}: {row['final']} in {wall / 60:.1f} min", flush=True)
+    outcome = row["final"] if status == "ok" else row["message"]
+    print(f"  {status}: {outcome} in {wall / 60:.1f} min", flush=True)
     return row
 
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import importlib
 import logging
 import os
 import sys
@@ -109,6 +110,13 @@ def init() -> Dist:
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(d.local_rank % max(1, torch.cuda.device_count()))
+    # torch.distributed.nn.functional binds `group=group.WORLD` as its functions' default
+    # at import; imported after the group exists (torch._dynamo pulls it in lazily, e.g.
+    # at the first optimizer step), it holds the default group past destroy_process_group,
+    # so gloo's worker threads outlive shutdown() and one that drops its last tensor while
+    # the interpreter finalizes aborts the process (SIGABRT, "terminate called without an
+    # active exception"; about 1 run in 15 on 2 ranks). Imported first, it binds None.
+    importlib.import_module("torch.distributed.nn.functional")
     tdist.init_process_group(backend="cpu:gloo,cuda:nccl" if cuda else "gloo", timeout=TIMEOUT)
     # gloo's threads must be joined before the interpreter exits (else: "terminate called
     # without an active exception", SIGABRT), however the command ends
