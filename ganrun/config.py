@@ -256,10 +256,17 @@ def register_configs() -> None:
     # `${scale:${model.width},1,6}` = width * 1 // 6: lets a recipe size every layer
     # from model.width (the one knob that scales both networks) in its paper's ratios
     OmegaConf.register_new_resolver("scale", _scale, replace=True)
+    # `${at_least:28,${oc.select:model.recipe.dataset.min_resolution,0}}`: a dataset's
+    # native size raised to the smallest size a recipe's networks are laid out for
+    OmegaConf.register_new_resolver("at_least", _at_least, replace=True)
     # ${ganrun.run_name:}: the readable part of a run dir's name (conf/train.yaml)
     from ganrun.runname import register as register_run_name
 
     register_run_name()
+
+
+def _at_least(value: int, floor: int) -> int:
+    return max(int(value), int(floor))
 
 
 def _scale(value: int, num: int, den: int = 1) -> int:

@@ -61,8 +61,9 @@ def test_numbered_grid_tiles_are_the_arithmetics_exemplars_and_y_is_g_of_the_sum
     sample(_cfg(*common, f"nrow={NROW}", "numbered=true", f"out={numbered}"), numbered)
     sample(_cfg(*common, *PICKS, "arithmetic.noise=3", f"out={fig}"), fig)
     grid, picture = np.asarray(Image.open(numbered)), np.asarray(Image.open(fig))
-    # 28 px digits are drawn at 56 px (MIN_TILE 48), under a 18 px caption band
-    side, band = 56, 18
+    # the digits, 32 px under the dcgan recipe, are drawn at 64 px (MIN_TILE 48), under
+    # a 20 px caption band
+    side, band = 64, 20
     assert grid.shape == (3 * (side + band + 2) + 2, NROW * (side + 2) + 2)  # greyscale
     cols = 3 + 2  # the widest group (3 exemplars; 3 noisy results), a gap, the means
     assert picture.shape[0] == 4 * (side + band + 2) + 2

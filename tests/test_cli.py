@@ -62,7 +62,7 @@ def test_train_resume_sample_end_to_end(run_dir, tmp_path):
     out = tmp_path / "grid.png"
     r = ganrun("sample", f"ckpt={run_dir}", "n=64", "nrow=8", f"out={out}", "seed=0", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert Image.open(out).size == (8 * 30 + 2, 8 * 30 + 2)
+    assert Image.open(out).size == (8 * 34 + 2, 8 * 34 + 2)  # 32 px tiles (dcgan), padding 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png"]  # nothing else written
 
 

@@ -155,6 +155,23 @@ def test_injected_key_in_yaml_is_refused():
         build.validate(cfg)
 
 
+@pytest.mark.parametrize(
+    "overrides,res",
+    [
+        ([], 32),  # the default run: dcgan's min_resolution raises the 28 px digits to 32
+        (["dataset=mnist"], 32),
+        (["dataset=celeba"], 64),  # a floor, not a size: 64 px data stays 64
+        (["dataset=cifar10"], 32),
+        (["dataset.resolution=28"], 28),  # the command line wins
+        (["model=wgan_gp"], 28),  # recipes without a floor keep the native size
+        (["model=sngan", "dataset=celeba"], 32),  # a recipe's resolution is a size
+        (["dataset=stacked_mnist"], 28),  # the PacGAN protocol's fixed 28 px
+    ],
+)
+def test_a_recipes_min_resolution_raises_the_native_size(overrides, res):
+    assert compose_config(overrides).dataset.resolution == res
+
+
 @pytest.mark.parametrize("res", [16, 48, 128])
 def test_unsupported_resolution_names_the_valid_ones(res):
     cfg = compose_config(["model=dcgan", f"dataset.resolution={res}"])

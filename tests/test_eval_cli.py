@@ -64,7 +64,7 @@ def test_eval_end_to_end_offline(run, env, tmp_path):
         assert f"{name}[mnist-classifier]" in out
     # training-time entries (n=20) and this one (n=40): two tables and a note
     assert "note:" in out and "fidelity.n_generated" in out and "protocol 2:" in out
-    assert "40 generated vs 500 real (mnist_embedded test, 28px 1ch)" in out
+    assert "40 generated vs 500 real (mnist_embedded test, 32px 1ch)" in out
     written = run / "eval" / "step-00000003.json"
     records = json.loads(written.read_text())
     assert len(records) == 1 and records[0]["step"] == 3 and records[0]["generator"] == "G"

@@ -36,7 +36,13 @@ from ganrun import checkpoint as ckpt
 from ganrun import fsio
 from tests.conftest import run_train, tiny_overrides
 
-TRAIN = ["trainer.steps=2", "trainer.checkpoint_every=1", "logger.tensorboard=false"]
+# the digits at their native 28 px: the small disks below are sized for its checkpoints
+TRAIN = [
+    "trainer.steps=2",
+    "trainer.checkpoint_every=1",
+    "logger.tensorboard=false",
+    "dataset.resolution=28",
+]
 
 
 # --------------------------------------------------------------------------- helpers

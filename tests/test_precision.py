@@ -67,8 +67,10 @@ def test_penalty_grad_scales_so_small_fp16_gradients_do_not_underflow():
 # (model, regularizer, phase): every term that reads D's outputs, features or gradients.
 # Each value under bf16 autocast is compared with fp32 on the same batch, weights and
 # random draws. bf16 keeps 8 bits of mantissa (2^-9 = 0.2 % relative rounding per op);
-# measured on these tiny nets, every term is within 0.3 % of fp32 (ortho: exact, it is
-# computed with autocast off); asserted: 1 %. The losses are compared to 5 % of the size
+# measured on these tiny nets, every term is within 0.35 % of fp32 (ortho: exact, it is
+# computed with autocast off) except dcgan's consensus term, 1.3 % at its 32 px (0.13 %
+# at 28 px: the squared norm of every gradient, through one more layer on each side);
+# asserted: 1 %, consensus 2 %. The losses are compared to 5 % of the size
 # of D's outputs: a WGAN loss is a difference of two near-equal means, so its relative
 # error is large (23 % here) while its absolute error is that of the outputs (2.6 %).
 # (model, regularizers, tolerance per term); one run of each phase per precision
@@ -79,7 +81,7 @@ REGULARIZER_CASES = [
         ["regularizer=[r1,consensus,feature_matching,ortho,label_smoothing]"],
         {
             "r1": 0.01,
-            "consensus": 0.01,
+            "consensus": 0.02,
             "feature_matching": 0.01,
             "ortho": 1e-6,
             "label_smoothing": 0.01,

@@ -34,8 +34,8 @@ def _sample_cfg(*overrides):
 def test_grid_png_size(trained, tmp_path):
     out = tmp_path / "grid.png"
     sample(_sample_cfg(f"ckpt={trained}", "n=12", "nrow=4", f"out={out}"), tmp_path / "default.png")
-    # 4 columns x 3 rows of 28 px with 2 px padding around each
-    assert Image.open(out).size == (4 * 30 + 2, 3 * 30 + 2)
+    # 4 columns x 3 rows of 32 px (dcgan raises the 28 px digits to 32) with 2 px padding
+    assert Image.open(out).size == (4 * 34 + 2, 3 * 34 + 2)
 
 
 def test_same_seed_same_picture(trained, tmp_path):
@@ -52,7 +52,7 @@ def test_per_image(trained, tmp_path):
         _sample_cfg(f"ckpt={trained}", "n=5", "per_image=true", f"out={folder}"), tmp_path / "x.png"
     )
     assert len(paths) == 5 and sorted(p.name for p in folder.iterdir())[0] == "000000.png"
-    assert Image.open(paths[0]).size == (28, 28)
+    assert Image.open(paths[0]).size == (32, 32)
     assert Image.open(paths[0]).mode == "L"  # grey digits stay grey, not RGB (issue 17)
 
 
@@ -69,7 +69,7 @@ def test_colour_pictures_stay_rgb():
 def test_interpolation_grid(trained, tmp_path):
     out = tmp_path / "interp.png"
     sample(_sample_cfg(f"ckpt={trained}", "n=16", "interpolate=true", "steps=8", f"out={out}"), out)
-    assert Image.open(out).size == (8 * 30 + 2, 2 * 30 + 2)
+    assert Image.open(out).size == (8 * 34 + 2, 2 * 34 + 2)
 
 
 def test_uses_ema_when_present(trained):

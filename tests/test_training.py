@@ -75,7 +75,8 @@ def test_checkpoint_contents(tmp_path):
     assert state["config"]["model"]["name"] == "dcgan"
     assert state["config"]["trainer"]["steps"] == 3
     assert state["choices"]["model"] == "dcgan" and state["choices"]["dataset"] == "mnist_embedded"
-    assert state["data"] == {"shape": [1, 28, 28], "num_classes": 10, "kind": "image"}
+    # the 28 px digits at dcgan's min_resolution (conf/model/dcgan.yaml)
+    assert state["data"] == {"shape": [1, 32, 32], "num_classes": 10, "kind": "image"}
     # every entry is loadable with weights_only (checked by ckpt.load) and the config is plain
     OmegaConf.create(state["config"])
 

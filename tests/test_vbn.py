@@ -162,8 +162,8 @@ def test_train_resume_is_exact_and_g_ema_uses_its_own_reference_statistics(tmp_p
     overrides = tiny_overrides("dcgan", "mnist_embedded", *VBN_RUN, "trainer.n_fixed=2")
     assert_resume_is_exact(tmp_path, overrides, steps=4, split=2)
     state = ckpt.load(tmp_path / "straight")[1]
-    G = dcgan.Generator((1, 28, 28), z_dim=16, width=8, norm="virtual_batch", reference_size=16)
-    ema = dcgan.Generator((1, 28, 28), z_dim=16, width=8, norm="virtual_batch", reference_size=16)
+    G = dcgan.Generator((1, 32, 32), z_dim=16, width=8, norm="virtual_batch", reference_size=16)
+    ema = dcgan.Generator((1, 32, 32), z_dim=16, width=8, norm="virtual_batch", reference_size=16)
     G.load_state_dict(state["models"]["G"])
     ema.load_state_dict(state["models"]["G_ema"])
     assert torch.equal(G.reference.z, ema.reference.z)  # one reference batch, checkpointed
