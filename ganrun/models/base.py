@@ -178,6 +178,16 @@ class Discriminator(Capabilities, nn.Module):
         return self.forward_features(x, c)[0]
 
 
+def xavier_init(module: nn.Module) -> None:
+    """Glorot & Bengio 2010 uniform conv/linear weights, zero biases: TF-slim's default
+    initializers, so the init of reference codes written with slim (BEGAN's)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 def dcgan_init(module: nn.Module, std: float = 0.02) -> None:
     """N(0, std) conv/linear weights, N(1, std) BatchNorm scales, zero biases
     (Radford et al. 2015, Sec. 4); virtual batch norm's scales as BatchNorm's."""
