@@ -40,7 +40,7 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff format ganrun tests scripts
 
 bench: $(STAMP) ## training throughput of the default DCGAN-64 vs a hand-written loop (docs/BENCHMARKS.md)
-	$(BIN)/python scripts/bench_throughput.py --compare-reference
+	$(BIN)/python scripts/bench_throughput.py --compare-reference trainer.batch_size=128
 
 clean: ## remove the venv and caches (never outputs/ or multirun/: those are your runs)
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

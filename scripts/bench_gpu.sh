@@ -75,7 +75,8 @@ if [[ "$ngpu" -ge 2 ]]; then
     log "== DCGAN-64 batch 128 (global) on $n GPU(s), torchrun"
     dir="$OUT/torchrun_$n"
     "$PY" -m torch.distributed.run --standalone --nproc_per_node="$n" -m ganrun train \
-      model=dcgan dataset=fake dataset.resolution=64 trainer.steps=$((10 * STEPS)) \
+      model=dcgan dataset=fake dataset.resolution=64 trainer.batch_size=128 \
+      trainer.steps=$((10 * STEPS)) \
       trainer.log_every="$STEPS" trainer.progress=false logger=none hydra.run.dir="$dir" \
       2>&1 | grep -E "img/s|done:" | tail -n 3 | tee -a "$OUT/log.txt"
   done
