@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 
 @dataclass
@@ -256,17 +256,24 @@ def register_configs() -> None:
     # `${scale:${model.width},1,6}` = width * 1 // 6: lets a recipe size every layer
     # from model.width (the one knob that scales both networks) in its paper's ratios
     OmegaConf.register_new_resolver("scale", _scale, replace=True)
-    # `${at_least:28,${oc.select:model.recipe.dataset.min_resolution,0}}`: a dataset's
-    # native size raised to the smallest size a recipe's networks are laid out for
-    OmegaConf.register_new_resolver("at_least", _at_least, replace=True)
+    # `resolution: ${recipe_resolution:28}` in an image dataset's file: its size under
+    # the chosen recipe (docs/ARCHITECTURE.md, "Recipes also pick the data's size")
+    OmegaConf.register_new_resolver("recipe_resolution", _recipe_resolution, replace=True)
     # ${ganrun.run_name:}: the readable part of a run dir's name (conf/train.yaml)
     from ganrun.runname import register as register_run_name
 
     register_run_name()
 
 
-def _at_least(value: int, floor: int) -> int:
-    return max(int(value), int(floor))
+def _recipe_resolution(native: int, *, _root_: DictConfig) -> int:
+    """model.recipe.dataset.resolution if the recipe sets one (a size), else the
+    dataset's native size raised to model.recipe.dataset.min_resolution (a floor).
+    Outside a train config (no model) the native size."""
+    size = OmegaConf.select(_root_, "model.recipe.dataset.resolution", default=None)
+    if size is not None:
+        return int(size)
+    floor = OmegaConf.select(_root_, "model.recipe.dataset.min_resolution", default=0)
+    return max(int(native), int(floor))
 
 
 def _scale(value: int, num: int, den: int = 1) -> int:

@@ -27,9 +27,11 @@ reference code (carpedm20/BEGAN-tensorflow, TF-slim's defaults; the paper names 
 under PyTorch's default init (a third of that variance) the ~18 layers of D's
 auto-encoder shrink the input's trace to nothing (the reconstruction's spread over a
 batch of digits 1.4e-5 at n = 16, vs 0.033 with Glorot), so D reconstructs one mean
-image whatever it is given and G collapses onto it. The last conv of G and of D's decoder is linear (the paper applies no
-output non-linearity); G's samples are clamped to [-1, 1] in eval mode, as the model
-contract promises. Sizes: 64 px down-samples 64-32-16-8 as the paper (constant 8x8
+image whatever it is given and G collapsed onto it. (With Glorot init D auto-encodes
+the digits, but `experiment=began_mnist` still collapses for another reason: k_t stays
+at 0, docs/RESULTS.md.) The last conv of G and of D's decoder is linear (the paper
+applies no output non-linearity); G's samples are clamped to [-1, 1] in eval mode, as
+the model contract promises. Sizes: 64 px down-samples 64-32-16-8 as the paper (constant 8x8
 at the boundary); 32 px 32-16-8; 28 px (MNIST, ganrun's variant) 28-14-7, a 7x7
 boundary.
 """
