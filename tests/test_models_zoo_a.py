@@ -155,6 +155,28 @@ def test_dcgan_critic_norm(norm):
         dcgan.Discriminator((3, 32, 32), norm="group")
 
 
+def test_a_layer_norm_critic_sees_image_contrast():
+    """Bias-free convs, leaky ReLUs and a layer norm make D(a*x) = D(x) for all a > 0: such a
+    critic cannot tell a digit from a faded copy of it, and WGAN-GP's G drew grey images at
+    32 px. Without batch norm the convs keep their biases (as the authors' critics), so once
+    training moves them, contrast changes the score."""
+    torch.manual_seed(0)
+    for norm in ("layer", "none"):
+        convs = [
+            m
+            for m in dcgan.Discriminator((1, 32, 32), norm=norm).trunk
+            if isinstance(m, torch.nn.Conv2d)
+        ]
+        assert convs and all(m.bias is not None for m in convs), norm
+    D = dcgan.Discriminator((1, 32, 32), width=4, norm="layer")
+    convs = [m for m in D.trunk if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        for m in convs:
+            m.bias.normal_(0.0, 0.1)  # what a few critic steps do to the zero-initialised biases
+    x = torch.randn(4, 1, 32, 32)
+    assert (D(x) - D(0.3 * x)).abs().min() > 1e-3
+
+
 # --------------------------------------------------------------------------- the papers' sizes
 def test_cgan_sizes_follow_the_paper():
     G = cgan.Generator((1, 28, 28), num_classes=10)

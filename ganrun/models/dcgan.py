@@ -143,7 +143,12 @@ class Discriminator(base.Discriminator):
             raise ConfigError(why)
         if width < 1:
             raise ConfigError(f"model.width must be >= 1, got {width}")
-        bias = norm == "none"  # a norm layer's shift makes the conv's bias redundant
+        # Batch norm's shift makes a conv's bias redundant. Without batch norm every conv
+        # keeps its bias, as the WGAN-GP authors' critics do (tflib Conv2D, biases=True):
+        # with none, a critic of bias-free convs, leaky ReLUs and layer norm is positively
+        # homogeneous up to its first layer norm, so D(a*x) = D(x) for every a > 0 and it
+        # cannot see an image's contrast (at 32 px WGAN-GP's G then drew grey images).
+        bias = norm != "batch"
         if len(self.data_shape) == 1:
             h = 4 * width
             self.trunk = nn.Sequential(
@@ -157,7 +162,7 @@ class Discriminator(base.Discriminator):
         start, stages = _LAYOUT[res]
         ch = width
         layers: list[nn.Module] = [
-            nn.Conv2d(channels * self.pack, ch, 4, 2, 1, bias=False),
+            nn.Conv2d(channels * self.pack, ch, 4, 2, 1, bias=bias),
             nn.LeakyReLU(leak, True),
         ]
         for _ in range(stages - 1):
