@@ -194,6 +194,31 @@ def test_cgan_sizes_follow_the_paper():
     assert {m.p for m in G.modules() if isinstance(m, torch.nn.Dropout)} == {0.5}
 
 
+def test_cgan_discriminator_init_ranges():
+    torch.manual_seed(0)
+    D = cgan.Discriminator((1, 28, 28), num_classes=10)
+    weights = [m.weight for m in D.modules() if isinstance(m, torch.nn.Linear)]
+    assert max(w.abs().max().item() for w in weights) <= 0.005
+    D = cgan.Discriminator((1, 28, 28), num_classes=10, y_irange=0.05)
+    y_w = D.y_path[0].linear.weight
+    assert 0.04 < y_w.abs().max().item() <= 0.05  # the label pathway's own range
+    assert D.x_path[2].linear.weight.abs().max().item() <= 0.005  # the rest keeps irange
+    with pytest.raises(ConfigError, match="y_irange"):
+        cgan.Discriminator((1, 28, 28), num_classes=10, y_irange=0.0)
+
+
+def test_cgan_discriminator_can_see_unit_pixels():
+    torch.manual_seed(0)
+    D = cgan.Discriminator((1, 8, 8), num_classes=3, x_units=6, y_units=4, joint_units=5).eval()
+    U = cgan.Discriminator(
+        (1, 8, 8), num_classes=3, x_units=6, y_units=4, joint_units=5, unit_pixels=True
+    ).eval()
+    U.load_state_dict(D.state_dict())
+    x, c = torch.rand(4, 1, 8, 8) * 2 - 1, torch.tensor([0, 1, 2, 0])
+    assert torch.allclose(U(x, c), D((x + 1) / 2, c))
+    assert not torch.allclose(U(x, c), D(x, c))
+
+
 def test_infogan_sizes_follow_table_1():
     G = infogan.Generator((1, 28, 28))
     D = infogan.Discriminator((1, 28, 28))

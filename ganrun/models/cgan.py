@@ -17,7 +17,10 @@ Works on flattened images of any size and on labelled points.
 Deviations: z ~ U(-1, 1) instead of the paper's unit hypercube [0, 1]^100 (the
 first layer's affine map absorbs the shift and scale); weights start from the
 pylearn2 ranges of Goodfellow et al.'s MNIST code, U(-0.05, 0.05) in G and
-U(-0.005, 0.005) in D, as the paper states no initialization.
+U(-0.005, 0.005) in D, as the paper states no initialization. The recipe also
+takes two settings from that code that the paper does not state: D's input
+pixels in [0, 1] (``unit_pixels``; ganrun's images are in [-1, 1]) and 20 %
+dropout on D's input; without them D never uses the label (docs/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -49,6 +52,11 @@ def _check_sizes(**sizes: int) -> None:
     for name, v in sizes.items():
         if v < 1:
             raise ConfigError(f"model.{name} must be >= 1, got {v}")
+
+
+def _check_irange(r: float, name: str) -> None:
+    if not r > 0.0:
+        raise ConfigError(f"model.{name} must be > 0 (the half-width of the uniform init), got {r}")
 
 
 def _uniform_init(module: nn.Module, irange: float) -> None:
@@ -119,6 +127,9 @@ class Discriminator(base.Discriminator):
         joint_pieces: int = 4,
         dropout: float = 0.5,
         dropout_input: float = 0.0,
+        irange: float = 0.005,
+        y_irange: float | None = None,
+        unit_pixels: bool = False,
     ):
         super().__init__(data_shape)
         _check_classes(num_classes)
@@ -133,6 +144,8 @@ class Discriminator(base.Discriminator):
         _check_dropout(dropout, "D.dropout")
         _check_dropout(dropout_input, "D.dropout_input")
         self.num_classes = int(num_classes)
+        # Pixels in [0, 1] as the reference code's MNIST (x -> (x + 1) / 2), images only.
+        self.unit_pixels = bool(unit_pixels) and len(self.data_shape) == 3
         self.x_path = nn.Sequential(
             nn.Flatten(),
             nn.Dropout(dropout_input),
@@ -144,9 +157,15 @@ class Discriminator(base.Discriminator):
             Maxout(x_units + y_units, joint_units, joint_pieces), nn.Dropout(dropout)
         )
         self.head = nn.Linear(joint_units, 1)
-        _uniform_init(self, 0.005)
+        _check_irange(irange, "D.irange")
+        _uniform_init(self, irange)
+        if y_irange is not None:
+            _check_irange(y_irange, "D.y_irange")
+            _uniform_init(self.y_path, y_irange)
 
     def forward_features(self, x: torch.Tensor, c: torch.Tensor | None = None):
         y = _one_hot(c, self.num_classes, "D")
+        if self.unit_pixels:
+            x = (x + 1.0) * 0.5
         h = self.joint(torch.cat([self.x_path(x), self.y_path(y)], dim=1))
         return self.head(h).view(x.shape[0]), h
