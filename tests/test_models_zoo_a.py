@@ -19,7 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ganrun import checkpoint as ckpt
-from ganrun.build import build_objective, validate
+from ganrun.build import build_network, build_objective, validate
 from ganrun.commands.sample import class_rows, load_generator, sample, traversal_latents
 from ganrun.errors import ConfigError
 from ganrun.losses import Loss, NonSaturating
@@ -81,6 +81,7 @@ def trained(tmp_path_factory):
 # --------------------------------------------------------------------------- shapes
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (2,)])
 def test_cgan_shapes(shape):
+    torch.manual_seed(0)  # tiny random nets: a few draws leave two labels' features equal
     G = cgan.Generator(shape, num_classes=3, z_dim=8, z_hidden=8, y_hidden=4, joint_hidden=8)
     D = cgan.Discriminator(shape, num_classes=3, x_units=6, y_units=4, joint_units=5)
     c = torch.tensor([0, 1, 2, 1])
@@ -217,6 +218,15 @@ def test_cgan_discriminator_can_see_unit_pixels():
     x, c = torch.rand(4, 1, 8, 8) * 2 - 1, torch.tensor([0, 1, 2, 0])
     assert torch.allclose(U(x, c), D((x + 1) / 2, c))
     assert not torch.allclose(U(x, c), D(x, c))
+
+
+def test_the_cgan_recipe_takes_the_reference_codes_pixels_and_input_dropout():
+    # Without these two D ignored the label on the digits (docs/RESULTS.md, cgan finding).
+    cfg = compose_config(["model=cgan"])
+    D = build_network(cfg.model.D, (1, 28, 28), 10)
+    assert D.unit_pixels is True
+    assert D.x_path[1].p == 0.2
+    assert build_network(cfg.model.D, (2,), 4).unit_pixels is False  # points stay as they are
 
 
 def test_infogan_sizes_follow_table_1():
