@@ -89,6 +89,17 @@ def test_vanilla_sizes_follow_the_reference_code():
     assert lin[0].weight.abs().max() <= 0.05
 
 
+def test_vanilla_discriminator_can_see_unit_pixels():
+    torch.manual_seed(0)
+    D = vanilla.Discriminator((1, 8, 8), width=20).eval()
+    U = vanilla.Discriminator((1, 8, 8), width=20, unit_pixels=True).eval()
+    U.load_state_dict(D.state_dict())
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    assert torch.allclose(U(x), D((x + 1) / 2))
+    assert not torch.allclose(U(x), D(x))
+    assert vanilla.Discriminator((2,), width=20, unit_pixels=True).unit_pixels is False  # points
+
+
 def test_maxout_is_max_of_pieces():
     m = vanilla.Maxout(3, units=2, pieces=4)
     x = torch.randn(5, 3)

@@ -10,7 +10,8 @@ width/5 units of ``pieces`` pieces). Works on images (flattened) and on points.
 Options for other papers' MLPs: ``batch_norm`` (BatchNorm before G's ReLUs) and
 ``init_std`` (N(0, std) weights instead of the reference code's uniform ranges)
 give the 2-D networks of VEEGAN/PacGAN (conf/model/pacgan_mlp.yaml); D's
-``pack`` is PacGAN's packing (ganrun/models/packing.py).
+``pack`` is PacGAN's packing (ganrun/models/packing.py); D's ``unit_pixels`` maps
+images to [0, 1] first, the pixel range of the reference code's MNIST.
 """
 
 from __future__ import annotations
@@ -109,9 +110,12 @@ class Discriminator(base.Discriminator):
         pack: int = 1,
         init_std: float | None = None,
         minibatch_features: int = 0,
+        unit_pixels: bool = False,
     ):
         super().__init__(data_shape)
         self.pack = check_pack(pack)
+        # Pixels in [0, 1] as the reference code's MNIST (x -> (x + 1) / 2), images only.
+        self.unit_pixels = bool(unit_pixels) and len(self.data_shape) == 3
         # Salimans et al. 2016, Sec. 3.2: minibatch discrimination before the head
         minibatch = check_minibatch_features(minibatch_features)
         units = width // pieces if pieces > 0 else 0
@@ -132,5 +136,7 @@ class Discriminator(base.Discriminator):
         _init(self, 0.005, init_std)
 
     def forward_features(self, x: torch.Tensor, c: torch.Tensor | None = None):
+        if self.unit_pixels:
+            x = (x + 1.0) * 0.5
         h = self.trunk(pack_samples(x.flatten(1), self.pack))
         return self.head(h).view(h.shape[0]), h
