@@ -164,6 +164,7 @@ def test_injected_key_in_yaml_is_refused():
         (["dataset=cifar10"], 32),
         (["dataset.resolution=28"], 28),  # the command line wins
         (["model=wgan_gp"], 32),  # wgan_gp has dcgan's floor (conf/model/wgan_gp.yaml)
+        (["model=ebgan"], 32),  # so has ebgan (conf/model/ebgan.yaml)
         (["model=wgan"], 28),  # recipes without a floor keep the native size
         (["model=sngan", "dataset=celeba"], 32),  # a recipe's resolution is a size
         (["dataset=stacked_mnist"], 28),  # the PacGAN protocol's fixed 28 px
