@@ -33,7 +33,7 @@ from torch import nn
 
 from ganrun.errors import ConfigError
 from ganrun.models import base
-from ganrun.models.vanilla import Maxout
+from ganrun.models.vanilla import Maxout, to_unit_pixels, unit_pixels_on
 
 
 def _check_classes(num_classes: int) -> None:
@@ -144,8 +144,7 @@ class Discriminator(base.Discriminator):
         _check_dropout(dropout, "D.dropout")
         _check_dropout(dropout_input, "D.dropout_input")
         self.num_classes = int(num_classes)
-        # Pixels in [0, 1] as the reference code's MNIST (x -> (x + 1) / 2), images only.
-        self.unit_pixels = bool(unit_pixels) and len(self.data_shape) == 3
+        self.unit_pixels = unit_pixels_on(unit_pixels, self.data_shape)
         self.x_path = nn.Sequential(
             nn.Flatten(),
             nn.Dropout(dropout_input),
@@ -166,6 +165,6 @@ class Discriminator(base.Discriminator):
     def forward_features(self, x: torch.Tensor, c: torch.Tensor | None = None):
         y = _one_hot(c, self.num_classes, "D")
         if self.unit_pixels:
-            x = (x + 1.0) * 0.5
+            x = to_unit_pixels(x)
         h = self.joint(torch.cat([self.x_path(x), self.y_path(y)], dim=1))
         return self.head(h).view(x.shape[0]), h

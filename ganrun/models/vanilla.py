@@ -63,6 +63,16 @@ def _init(module: nn.Module, irange: float, std: float | None) -> None:
                 nn.init.zeros_(m.bias)
 
 
+def unit_pixels_on(enabled: bool, data_shape) -> bool:
+    """D's ``unit_pixels`` option (the reference code's MNIST pixels are in [0, 1],
+    ganrun's in [-1, 1]): on for images only, as points are not pixels."""
+    return bool(enabled) and len(data_shape) == 3
+
+
+def to_unit_pixels(x: torch.Tensor) -> torch.Tensor:
+    return (x + 1.0) * 0.5
+
+
 class Generator(base.Generator):
     def __init__(
         self,
@@ -114,8 +124,7 @@ class Discriminator(base.Discriminator):
     ):
         super().__init__(data_shape)
         self.pack = check_pack(pack)
-        # Pixels in [0, 1] as the reference code's MNIST (x -> (x + 1) / 2), images only.
-        self.unit_pixels = bool(unit_pixels) and len(self.data_shape) == 3
+        self.unit_pixels = unit_pixels_on(unit_pixels, self.data_shape)
         # Salimans et al. 2016, Sec. 3.2: minibatch discrimination before the head
         minibatch = check_minibatch_features(minibatch_features)
         units = width // pieces if pieces > 0 else 0
@@ -137,6 +146,6 @@ class Discriminator(base.Discriminator):
 
     def forward_features(self, x: torch.Tensor, c: torch.Tensor | None = None):
         if self.unit_pixels:
-            x = (x + 1.0) * 0.5
+            x = to_unit_pixels(x)
         h = self.trunk(pack_samples(x.flatten(1), self.pack))
         return self.head(h).view(h.shape[0]), h
