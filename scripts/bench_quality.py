@@ -307,7 +307,7 @@ def report(rows: list[dict]) -> str:
         if bad:
             status += f" ({len(bad)} of {len(rs)}: {bad[-1].get('message') or 'no message'})"
         lines.append(
-            f"| {setup} | {steps} | {len(ok)}/{len(rs)} | "
+            f"| {setup} | {'—' if steps is None else steps} | {len(ok)}/{len(rs)} | "
             + " | ".join(cols)
             + f" | {len(within)}/{len(rs)} | {at or '—'} | "
             + (f"{statistics.fmean(train) / 60:.1f} min" if train else "—")

@@ -14,7 +14,7 @@ from ganrun import build, losses
 from ganrun import checkpoint as ckpt
 from ganrun import regularizers as regs
 from ganrun.errors import ConfigError
-from ganrun.models import dcgan, vanilla
+from ganrun.models import cgan, dcgan, vanilla
 from ganrun.models.base import count_parameters
 from ganrun.models.minibatch import MinibatchDiscrimination
 from ganrun.models.packing import pack_samples
@@ -302,6 +302,30 @@ def test_minibatch_features_of_identical_samples_count_the_batch():
     assert torch.allclose(out[:, 4:], torch.full((5, 3), 5.0))
 
 
+def test_minibatch_mean_averages_over_the_batch():
+    # the same hand case as above, each o divided by the batch size N = 3
+    summed = MinibatchDiscrimination(1, 1, kernel_dims=1)
+    mean = MinibatchDiscrimination(1, 1, kernel_dims=1, mean=True)
+    with torch.no_grad():
+        summed.T.fill_(1.0), mean.T.fill_(1.0)
+    f = torch.tensor([[0.0], [1.0], [3.0]])
+    e = math.exp
+    expected = [1 + e(-1) + e(-3), e(-1) + 1 + e(-2), e(-3) + e(-2) + 1]
+    assert torch.allclose(mean(f)[:, 1], torch.tensor(expected) / 3)
+    assert torch.allclose(summed(f)[:, 1], torch.tensor(expected))
+    # identical samples: o = 1 whatever the batch size (the sum counts the batch)
+    assert torch.allclose(
+        MinibatchDiscrimination(4, 3, mean=True)(torch.ones(7, 4))[:, 4:], torch.ones(7, 3)
+    )
+    # the option reaches the layer from every D's config key
+    for D in (
+        dcgan.Discriminator((1, 28, 28), width=8, minibatch_features=2, minibatch_mean=True),
+        vanilla.Discriminator((2,), width=40, minibatch_features=2, minibatch_mean=True),
+        cgan.Discriminator((2,), num_classes=2, minibatch_features=2, minibatch_mean=True),
+    ):
+        assert D.head.minibatch.mean is True
+
+
 @pytest.mark.parametrize(
     "make,shape",
     [
@@ -319,13 +343,39 @@ def test_discriminators_with_minibatch_discrimination(make, shape):
     head_before = count_parameters(plain.head)
     # T (A x 6 x 5) plus a linear head over A + 6 inputs (with bias) replaces the old head
     assert count_parameters(mbd) - count_parameters(plain) == A * 6 * 5 + (A + 6 + 1) - head_before
-    # a sample's logit depends on the rest of its minibatch (eval mode: no BatchNorm batch stats)
-    mbd.eval()
+    # a sample's logit depends on the rest of its minibatch (eval mode: no BatchNorm batch stats);
+    # unit head weights, so that o(x)'s change is not lost under a small random init (vanilla's
+    # U(-0.005, 0.005) made the change ~1e-8, below allclose's tolerance, for some seeds)
+    mbd.eval().double(), plain.eval().double()
+    nn.init.ones_(mbd.head.linear.weight)
+    x = x.double()
     y = x.clone()
     y[1:] += 1.0
-    assert not torch.allclose(mbd(x)[0], mbd(y)[0])
-    plain.eval()
-    assert torch.allclose(plain(x)[0], plain(y)[0])
+    assert (mbd(x)[0] - mbd(y)[0]).abs() > 1e-7
+    assert (plain(x)[0] - plain(y)[0]).abs() < 1e-12
+
+
+def test_cgan_discriminator_with_minibatch_discrimination():
+    # the label path is unchanged; the head reads the joint maxout features plus o(x)
+    make = lambda b: cgan.Discriminator(  # noqa: E731
+        (1, 8, 8), num_classes=3, x_units=6, y_units=4, joint_units=5, minibatch_features=b
+    )
+    plain, mbd = make(0), make(4)
+    assert count_parameters(mbd) - count_parameters(plain) == 5 * 4 * 5 + (5 + 4 + 1) - (5 + 1)
+    x, c = torch.randn(6, 1, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1, 2])
+    mbd.eval().double(), plain.eval().double()
+    init_head = mbd.head.linear.weight.detach().clone()
+    nn.init.ones_(mbd.head.linear.weight)  # o(x)'s change must not vanish under the tiny init
+    y = x.clone()
+    y[1:] += 1.0
+    assert mbd(x, c).shape == (6,)
+    assert (mbd(x, c)[0] - mbd(y, c)[0]).abs() > 1e-7  # sample 0 sees the rest of its batch
+    assert (plain(x, c)[0] - plain(y, c)[0]).abs() < 1e-12
+    # the uniform init covers the new head's linear unit; T keeps its N(0, 0.05^2) start
+    assert 0 < init_head.abs().max() <= 0.005
+    assert mbd.head.minibatch.T.abs().max() > 0.05
+    with pytest.raises(ConfigError, match="minibatch_features must be >= 0"):
+        make(-1)
 
 
 def test_minibatch_features_off_keeps_the_architecture():

@@ -33,7 +33,8 @@ from torch import nn
 
 from ganrun.errors import ConfigError
 from ganrun.models import base
-from ganrun.models.vanilla import Maxout, to_unit_pixels, unit_pixels_on
+from ganrun.models.minibatch import MinibatchHead, check_minibatch_features
+from ganrun.models.vanilla import Maxout, to_unit_pixels, uniform_init, unit_pixels_on
 
 
 def _check_classes(num_classes: int) -> None:
@@ -59,17 +60,13 @@ def _check_irange(r: float, name: str) -> None:
         raise ConfigError(f"model.{name} must be > 0 (the half-width of the uniform init), got {r}")
 
 
-def _uniform_init(module: nn.Module, irange: float) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.uniform_(m.weight, -irange, irange)
-            nn.init.zeros_(m.bias)
-
-
-def _one_hot(c: torch.Tensor | None, num_classes: int, who: str) -> torch.Tensor:
+def _one_hot(
+    c: torch.Tensor | None, num_classes: int, who: str, like: torch.Tensor
+) -> torch.Tensor:
+    """y one-hot, in the dtype of the other input (so a float64 model works too)."""
     if c is None:
         raise ValueError(f"cgan {who} needs class labels c")
-    return F.one_hot(c.long(), num_classes).float()
+    return F.one_hot(c.long(), num_classes).to(like.dtype)
 
 
 class Generator(base.Generator):
@@ -104,10 +101,10 @@ class Generator(base.Generator):
             nn.Dropout(dropout),
             *out,
         )
-        _uniform_init(self, 0.05)
+        uniform_init(self, 0.05)
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        y = _one_hot(c, self.num_classes, "G")
+        y = _one_hot(c, self.num_classes, "G", z)
         h = torch.cat([self.z_path(z), self.y_path(y)], dim=1)
         return self.joint(h).view(z.shape[0], *self.data_shape)
 
@@ -130,9 +127,14 @@ class Discriminator(base.Discriminator):
         irange: float = 0.005,
         y_irange: float | None = None,
         unit_pixels: bool = False,
+        minibatch_features: int = 0,
+        minibatch_mean: bool = False,
     ):
         super().__init__(data_shape)
         _check_classes(num_classes)
+        # Salimans et al. 2016, Sec. 3.2: minibatch discrimination before the head
+        # (not in the cgan paper; an option, off by default)
+        minibatch = check_minibatch_features(minibatch_features)
         _check_sizes(
             x_units=x_units,
             x_pieces=x_pieces,
@@ -155,15 +157,19 @@ class Discriminator(base.Discriminator):
         self.joint = nn.Sequential(
             Maxout(x_units + y_units, joint_units, joint_pieces), nn.Dropout(dropout)
         )
-        self.head = nn.Linear(joint_units, 1)
+        self.head = (
+            MinibatchHead(joint_units, minibatch, mean=minibatch_mean)
+            if minibatch
+            else nn.Linear(joint_units, 1)
+        )
         _check_irange(irange, "D.irange")
-        _uniform_init(self, irange)
+        uniform_init(self, irange)
         if y_irange is not None:
             _check_irange(y_irange, "D.y_irange")
-            _uniform_init(self.y_path, y_irange)
+            uniform_init(self.y_path, y_irange)
 
     def forward_features(self, x: torch.Tensor, c: torch.Tensor | None = None):
-        y = _one_hot(c, self.num_classes, "D")
+        y = _one_hot(c, self.num_classes, "D", x)
         if self.unit_pixels:
             x = to_unit_pixels(x)
         h = self.joint(torch.cat([self.x_path(x), self.y_path(y)], dim=1))

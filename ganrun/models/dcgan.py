@@ -133,6 +133,7 @@ class Discriminator(base.Discriminator):
         pack: int = 1,
         norm: str = "batch",
         minibatch_features: int = 0,
+        minibatch_mean: bool = False,
     ):
         super().__init__(data_shape)
         # Salimans et al. 2016, Sec. 3.2: minibatch discrimination before the head
@@ -155,7 +156,9 @@ class Discriminator(base.Discriminator):
                 nn.Linear(self.data_shape[0] * self.pack, h), nn.LeakyReLU(leak, True),
                 nn.Linear(h, h, bias=bias), _d_norm(norm, h, image=False), nn.LeakyReLU(leak, True),
             )  # fmt: skip
-            self.head = MinibatchHead(h, minibatch) if minibatch else nn.Linear(h, 1)
+            self.head = (
+                MinibatchHead(h, minibatch, mean=minibatch_mean) if minibatch else nn.Linear(h, 1)
+            )
             base.dcgan_init(self)
             return
         channels, res, _ = self.data_shape
@@ -175,7 +178,7 @@ class Discriminator(base.Discriminator):
         self.trunk = nn.Sequential(*layers)
         self.head = nn.Conv2d(ch, 1, start, 1, 0, bias=False)  # one logit from the last feature map
         if minibatch:
-            self.head = MinibatchHead(ch * start * start, minibatch)
+            self.head = MinibatchHead(ch * start * start, minibatch, mean=minibatch_mean)
         base.dcgan_init(self)
 
     def forward_features(self, x: torch.Tensor, c: torch.Tensor | None = None):

@@ -39,8 +39,9 @@ class Maxout(nn.Module):
         return self.linear(x).view(x.shape[0], self.units, self.pieces).amax(dim=2)
 
 
-def _uniform_init(module: nn.Module, irange: float) -> None:
-    # The reference code draws weights from U(-irange, irange), biases 0.
+def uniform_init(module: nn.Module, irange: float) -> None:
+    """Goodfellow et al.'s pylearn2 init (also cgan's): every Linear's weights from
+    U(-irange, irange), biases 0."""
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.uniform_(m.weight, -irange, irange)
@@ -52,7 +53,7 @@ def _init(module: nn.Module, irange: float, std: float | None) -> None:
     """The reference code's uniform init, or N(0, std) weights when ``std`` is set
     (BatchNorm scales start at 1, as in the VEEGAN/PacGAN code)."""
     if std is None:
-        _uniform_init(module, irange)
+        uniform_init(module, irange)
         return
     if not std > 0:
         raise ConfigError(f"init_std must be > 0 (or null for the uniform init), got {std}")
@@ -120,6 +121,7 @@ class Discriminator(base.Discriminator):
         pack: int = 1,
         init_std: float | None = None,
         minibatch_features: int = 0,
+        minibatch_mean: bool = False,
         unit_pixels: bool = False,
     ):
         super().__init__(data_shape)
@@ -141,7 +143,9 @@ class Discriminator(base.Discriminator):
             layers += [Maxout(d, units, pieces), nn.Dropout(dropout_hidden)]
             d = units
         self.trunk = nn.Sequential(*layers)
-        self.head = MinibatchHead(d, minibatch) if minibatch else nn.Linear(d, 1)
+        self.head = (
+            MinibatchHead(d, minibatch, mean=minibatch_mean) if minibatch else nn.Linear(d, 1)
+        )
         _init(self, 0.005, init_std)
 
     def forward_features(self, x: torch.Tensor, c: torch.Tensor | None = None):
