@@ -254,8 +254,11 @@ def ensure_classifier(path: Path) -> Path:
 
     if path.is_file():
         return path
-    x, y = build_dataset(compose(["dataset=mnist_embedded"])).arrays()
-    xt, yt = build_dataset(compose(["dataset=mnist_embedded", "dataset.split=test"])).arrays()
+    # the classifier reads 28 px digits (modes.CLASSIFIER_SIDE); the default model's recipe
+    # would raise the digits to its 32 px floor, so the resolution is set here
+    digits = ["dataset=mnist_embedded", f"dataset.resolution={modes.CLASSIFIER_SIDE}"]
+    x, y = build_dataset(compose(digits)).arrays()
+    xt, yt = build_dataset(compose([*digits, "dataset.split=test"])).arrays()
     scale = lambda a: a.float() / 127.5 - 1  # noqa: E731
     fit = train_classifier(scale(x), y, scale(xt), yt, num_classes=10)
     print(f"classifier: {fit.accuracy:.2%} held-out accuracy, {fit.seconds:.0f} s", flush=True)

@@ -150,6 +150,28 @@ def test_bench_modes_rejection_scores_a_recorded_run(tmp_path):
     assert "| gan+drs (model.width=8) | 4 | 1 |" in report.read_text()
 
 
+def test_bench_modes_fits_its_classifier_on_28px_digits(tmp_path, monkeypatch):
+    # the stacked protocol's classifier reads 28 px channels; under the default dcgan
+    # recipe's 32 px floor the script once fitted it on 32 px digits, which then failed
+    # on every 28 px channel (a shape error in the classifier's linear layer)
+    import ganrun.metrics.classifier as clf
+
+    bm = _load("bench_modes")
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(x, y, xt, yt, num_classes):
+        seen.append((tuple(x.shape[1:]), tuple(xt.shape[1:])))
+        raise Stop
+
+    monkeypatch.setattr(clf, "train_classifier", fake_train)
+    with pytest.raises(Stop):
+        bm.ensure_classifier(tmp_path / "c.pt")
+    assert seen == [((1, 28, 28), (1, 28, 28))]
+
+
 def test_bench_modes_refuses_an_unknown_setup(tmp_path):
     r = _run(
         str(SCRIPTS / "bench_modes.py"), "--protocol", "grid", "--setups", "nope", cwd=tmp_path
