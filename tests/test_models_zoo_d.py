@@ -177,8 +177,8 @@ def _hand_grad_d(w, b, real, fake):
     return gw, gb
 
 
-def _hand_unrolled_loss(G, D, real, z, K, rule, opt=None):
-    """G's non-saturating loss at theta_D^K, every step written out by hand."""
+def _hand_theta_k(G, D, real, z, K, rule, opt=None):
+    """theta_D^K = (w, b) after K hand-written D steps, and the generated batch."""
     fake = G(z)
     w, b = D.lin.weight.detach()[0], D.lin.bias.detach()[0]
     group = opt.param_groups[0] if opt is not None else {"lr": 0.1}
@@ -205,7 +205,18 @@ def _hand_unrolled_loss(G, D, real, z, K, rule, opt=None):
             c1, c2 = 1 - b1**t, math.sqrt(1 - b2**t)
             w = w - lr / c1 * mw / (vw.sqrt() / c2 + eps)
             b = b - lr / c1 * mb / (vb.sqrt() / c2 + eps)
-    return F.softplus(-(fake @ w + b)).mean()
+    return w, b, fake
+
+
+def _hand_unrolled_loss(G, D, real, z, K, rule, opt=None, objective="value", part="both"):
+    """G's objective at theta_D^K, every step written out by hand: ``value`` is f_K
+    (Eq. 9), mean log D(x) + mean log(1 - D(G(z))) = -(mean softplus(-D(x)) + mean
+    softplus(D(G(z)))) (``part`` picks one term); ``g_loss`` the non-saturating loss."""
+    w, b, fake = _hand_theta_k(G, D, real, z, K, rule, opt)
+    if objective == "g_loss":
+        return F.softplus(-(fake @ w + b)).mean()
+    real_term, fake_term = -F.softplus(-(real @ w + b)).mean(), -F.softplus(fake @ w + b).mean()
+    return {"both": real_term + fake_term, "real": real_term, "fake": fake_term}[part]
 
 
 def _unrolled_loss(G, D, real, z, K, reg_kwargs, opt):
@@ -221,9 +232,10 @@ def _grads(loss, G):
     return torch.autograd.grad(loss, list(G.parameters()), retain_graph=True)
 
 
+@pytest.mark.parametrize("objective", ["value", "g_loss"])
 @pytest.mark.parametrize("K", [1, 2])
 @pytest.mark.parametrize("rule", ["sgd", "adam"])
-def test_unrolled_g_loss_equals_the_hand_unrolled_one(K, rule):
+def test_unrolled_g_loss_equals_the_hand_unrolled_one(K, rule, objective):
     G, D, real, z = _tiny_game()
     if rule == "adam":
         opt = torch.optim.Adam(D.parameters(), lr=0.05, betas=(0.5, 0.999))
@@ -233,9 +245,10 @@ def test_unrolled_g_loss_equals_the_hand_unrolled_one(K, rule):
         kwargs = {"optimizer": "d"}
     else:
         opt, kwargs = None, {"optimizer": "sgd", "lr": 0.1}
+    kwargs["objective"] = objective
     before = {k: v.clone() for k, v in D.state_dict().items()}
     ours = _unrolled_loss(G, D, real, z, K, kwargs, opt)
-    hand = _hand_unrolled_loss(G, D, real, z, K, rule, opt)
+    hand = _hand_unrolled_loss(G, D, real, z, K, rule, opt, objective)
     assert ours.item() == pytest.approx(hand.item(), rel=1e-5)
     for a, b in zip(_grads(ours, G), _grads(hand, G)):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
@@ -243,6 +256,15 @@ def test_unrolled_g_loss_equals_the_hand_unrolled_one(K, rule):
     assert all(torch.equal(v, before[k]) for k, v in D.state_dict().items())
     first = _unrolled_loss(G, D, real, z, K, {**kwargs, "second_order": False}, opt)
     assert not all(torch.allclose(a, b) for a, b in zip(_grads(ours, G), _grads(first, G)))
+    if objective == "value":
+        # f_K's real-data term reaches G only through theta_D^K: it is part of the
+        # gradient with the second-order term and absent without it
+        real_part = _hand_unrolled_loss(G, D, real, z, K, rule, opt, objective, part="real")
+        assert max(g.abs().max() for g in _grads(real_part, G)) > 1e-4
+        w_k, b_k, _ = _hand_theta_k(G, D, real, z, K, rule, opt)
+        held = -F.softplus(G(z) @ w_k.detach() + b_k.detach()).mean()  # theta_D^K constant
+        for a, b in zip(_grads(first, G), _grads(held, G)):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.parametrize(
@@ -308,6 +330,8 @@ def test_unrolled_refuses_an_optimizer_it_cannot_mirror():
         reg.bind_optimizers(None, torch.optim.Adagrad([nn.Parameter(torch.zeros(1))]))
     with pytest.raises(ConfigError, match="steps"):
         unrolled.Unrolled(steps=0)
+    with pytest.raises(ConfigError, match="regularizer.unrolled.objective"):
+        unrolled.Unrolled(objective="nonsaturating")
 
 
 # --------------------------------------------------------------------------- shapes, recipes

@@ -27,6 +27,14 @@ current rate unless ``lr`` is set).
 ``second_order: false`` keeps only the first term of Eq. 12 (theta_D^K treated as a
 constant), the gradient that K D steps before each G step would give (Sec. 2.3).
 
+``objective: value`` (the default) is f_K itself: G descends the game's value at
+theta_D^K, minus D's loss on the same real and generated batch (for the GAN value
+function, mean log D(x) + mean log(1 - D(G(z))), Eq. 4), whose real-data term reaches G
+only through theta_D^K; the authors' demo does the same (G minimizes -unrolled_loss,
+D's cross-entropy on both halves). ``objective: g_loss`` takes the model's own G loss
+(e.g. the non-saturating one) on the generated half at theta_D^K instead: not the
+paper's, and what ganrun did before 2026-12-03.
+
 The 2-D networks of the paper's mixture-of-Gaussians experiment (Sec. 3.1 defers them
 to App. A, whose text was NOT available to check; these are recollections of it): G
 maps z ~ N(0, I_256) through two ReLU layers of 128 units to a linear 2-D output; D
@@ -51,6 +59,7 @@ from ganrun.models import base
 from ganrun.objective import Batch, Regularizer
 
 UNROLL_OPTIMIZERS = ("d", "sgd")
+G_OBJECTIVES = ("value", "g_loss")
 
 
 def _orthogonal_init(module: nn.Module, gain: float) -> None:
@@ -236,10 +245,13 @@ class Unrolled(Regularizer):
         optimizer: str = "d",
         lr: float | None = None,
         second_order: bool = True,
+        objective: str = "value",
     ):
         if steps < 1:
             raise ConfigError(f"regularizer.unrolled.steps must be >= 1, got {steps}")
         base.check_choice("regularizer.unrolled.optimizer", optimizer, UNROLL_OPTIMIZERS)
+        base.check_choice("regularizer.unrolled.objective", objective, G_OBJECTIVES)
+        self.objective = objective
         if lr is not None and not lr > 0:
             raise ConfigError(f"regularizer.unrolled.lr must be > 0 (or null: D's), got {lr}")
         self.steps, self.optimizer = int(steps), optimizer
@@ -295,5 +307,12 @@ class Unrolled(Regularizer):
 
     def g_term(self, batch: Batch) -> torch.Tensor:
         real = batch.real.detach()
-        state = self.unrolled_params(batch.D, real, batch.real_c, batch.fake, batch.fake_c)
-        return self.loss.g(functional_call(batch.D, state, (batch.fake, batch.fake_c)).float())
+        D = batch.D
+        state = self.unrolled_params(D, real, batch.real_c, batch.fake, batch.fake_c)
+        d_fake = functional_call(D, state, (batch.fake, batch.fake_c)).float()
+        if self.objective == "g_loss":
+            return self.loss.g(d_fake)
+        # f_K (Eq. 9): the game's value at theta_D^K, i.e. minus D's loss on the same real
+        # and generated batch; its real-data term reaches G through theta_D^K only
+        d_real = functional_call(D, state, (real, batch.real_c)).float()
+        return -self.loss.d(d_real, d_fake)
