@@ -324,6 +324,16 @@ def test_minibatch_mean_averages_over_the_batch():
         cgan.Discriminator((2,), num_classes=2, minibatch_features=2, minibatch_mean=True),
     ):
         assert D.head.minibatch.mean is True
+    # the mean without features would do nothing: refused, for every D that has the key
+    for make in (
+        lambda: dcgan.Discriminator((1, 28, 28), width=8, minibatch_mean=True),
+        lambda: vanilla.Discriminator((2,), width=40, minibatch_mean=True),
+        lambda: cgan.Discriminator((2,), num_classes=2, minibatch_mean=True),
+    ):
+        with pytest.raises(
+            ConfigError, match="minibatch_mean=true needs model.D.minibatch_features > 0"
+        ):
+            make()
 
 
 @pytest.mark.parametrize(

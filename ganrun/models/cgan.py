@@ -134,7 +134,7 @@ class Discriminator(base.Discriminator):
         _check_classes(num_classes)
         # Salimans et al. 2016, Sec. 3.2: minibatch discrimination before the head
         # (not in the cgan paper; an option, off by default)
-        minibatch = check_minibatch_features(minibatch_features)
+        minibatch = check_minibatch_features(minibatch_features, minibatch_mean)
         _check_sizes(
             x_units=x_units,
             x_pieces=x_pieces,

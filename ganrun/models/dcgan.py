@@ -137,7 +137,7 @@ class Discriminator(base.Discriminator):
     ):
         super().__init__(data_shape)
         # Salimans et al. 2016, Sec. 3.2: minibatch discrimination before the head
-        minibatch = check_minibatch_features(minibatch_features)
+        minibatch = check_minibatch_features(minibatch_features, minibatch_mean)
         self.pack = check_pack(pack)
         base.check_choice("model.D.norm", norm, D_NORMS)
         if (why := self.check_data(self.data_shape, 0)) is not None:

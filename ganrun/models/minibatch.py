@@ -79,7 +79,14 @@ class MinibatchHead(nn.Module):
         return self.linear(self.minibatch(h.flatten(1)))
 
 
-def check_minibatch_features(value: int) -> int:
+def check_minibatch_features(value: int, mean: bool = False) -> int:
+    """``model.D.minibatch_features`` as an int; refuses a negative count and
+    ``minibatch_mean=true`` without features (it would silently do nothing)."""
     if value < 0:
         raise ConfigError(f"model.D.minibatch_features must be >= 0 (0 = off), got {value}")
+    if mean and not value:
+        raise ConfigError(
+            "model.D.minibatch_mean=true needs model.D.minibatch_features > 0 "
+            "(it averages the minibatch features; with 0 there are none)"
+        )
     return int(value)

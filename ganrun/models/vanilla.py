@@ -128,7 +128,7 @@ class Discriminator(base.Discriminator):
         self.pack = check_pack(pack)
         self.unit_pixels = unit_pixels_on(unit_pixels, self.data_shape)
         # Salimans et al. 2016, Sec. 3.2: minibatch discrimination before the head
-        minibatch = check_minibatch_features(minibatch_features)
+        minibatch = check_minibatch_features(minibatch_features, minibatch_mean)
         units = width // pieces if pieces > 0 else 0
         if units < 1 or depth < 1:
             raise ConfigError(
