@@ -257,8 +257,9 @@ def test_unrolled_g_loss_equals_the_hand_unrolled_one(K, rule, objective):
     first = _unrolled_loss(G, D, real, z, K, {**kwargs, "second_order": False}, opt)
     assert not all(torch.allclose(a, b) for a, b in zip(_grads(ours, G), _grads(first, G)))
     if objective == "value":
-        # f_K's real-data term reaches G only through theta_D^K: it is part of the
-        # gradient with the second-order term and absent without it
+        # f_K's real-data term reaches G only through theta_D^K: the hand reference's
+        # real term has a gradient (so the comparison above would catch its loss), and
+        # without the second-order term G's gradient is the one at a constant theta_D^K
         real_part = _hand_unrolled_loss(G, D, real, z, K, rule, opt, objective, part="real")
         assert max(g.abs().max() for g in _grads(real_part, G)) > 1e-4
         w_k, b_k, _ = _hand_theta_k(G, D, real, z, K, rule, opt)

@@ -251,10 +251,9 @@ class Unrolled(Regularizer):
             raise ConfigError(f"regularizer.unrolled.steps must be >= 1, got {steps}")
         base.check_choice("regularizer.unrolled.optimizer", optimizer, UNROLL_OPTIMIZERS)
         base.check_choice("regularizer.unrolled.objective", objective, G_OBJECTIVES)
-        self.objective = objective
         if lr is not None and not lr > 0:
             raise ConfigError(f"regularizer.unrolled.lr must be > 0 (or null: D's), got {lr}")
-        self.steps, self.optimizer = int(steps), optimizer
+        self.steps, self.optimizer, self.objective = int(steps), optimizer, objective
         self.lr = None if lr is None else float(lr)
         self.second_order = bool(second_order)
         self.loss: Loss | None = None
